@@ -1,0 +1,121 @@
+"""All settings in one typed object, read from the environment and `.env` (python-dotenv).
+
+The environment wins over `.env`; `.env.template` documents every key with its default.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from core.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL_DIR = PROJECT_ROOT / "model" / "lilm-tiny"
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "lilm"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the project. Field metadata `env` names the variable that sets it."""
+
+    model: str = field(default=str(DEFAULT_MODEL_DIR), metadata={"env": "LILM_MODEL"})
+    adapter: str = field(default="", metadata={"env": "LILM_ADAPTER"})
+    system_message: str = field(default="", metadata={"env": "LILM_SYSTEM_MESSAGE"})
+    max_tokens: int = field(default=160, metadata={"env": "LILM_MAX_TOKENS"})
+    temperature: float = field(default=0.8, metadata={"env": "LILM_TEMPERATURE"})
+    top_p: float = field(default=0.95, metadata={"env": "LILM_TOP_P"})
+    repetition_penalty: float = field(default=1.1, metadata={"env": "LILM_REPETITION_PENALTY"})
+    candidates: int = field(default=1, metadata={"env": "LILM_CANDIDATES"})
+    prompt_token_budget: int = field(default=2048, metadata={"env": "LILM_PROMPT_TOKEN_BUDGET"})
+    sensitive_words_file: str = field(default="", metadata={"env": "LILM_SENSITIVE_WORDS_FILE"})
+    sensitive_words: str = field(default="", metadata={"env": "LILM_SENSITIVE_WORDS"})
+    state_dir: str = field(default_factory=lambda: str(_default_state_dir()), metadata={"env": "LILM_STATE_DIR"})
+    blas: str = field(default="auto", metadata={"env": "LILM_BLAS"})
+    debug: bool = field(default=False, metadata={"env": "LILM_DEBUG"})
+    lihkg_base_url: str = field(default="https://lihkg.com", metadata={"env": "LIHKG_BASE_URL"})
+    lihkg_proxy: str = field(default="", metadata={"env": "LIHKG_PROXY", "secret": True})
+    lihkg_timeout: float = field(default=10.0, metadata={"env": "LIHKG_TIMEOUT"})
+    lihkg_retries: int = field(default=3, metadata={"env": "LIHKG_RETRIES"})
+    lihkg_max_retry_after: float = field(default=30.0, metadata={"env": "LIHKG_MAX_RETRY_AFTER"})
+    lihkg_cache_ttl: float = field(default=300.0, metadata={"env": "LIHKG_CACHE_TTL"})
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret") and value:
+                value = "***"
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    @property
+    def sensitive_words_extra(self) -> list[str]:
+        """Extra words from `LILM_SENSITIVE_WORDS` (comma separated; blanks ignored)."""
+        return [w.strip() for w in self.sensitive_words.split(",") if w.strip()]
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _convert(name: str, raw: str, kind: type) -> object:
+    text = raw.strip()
+    try:
+        if kind is bool:
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError(text)
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a {kind.__name__}, got {raw!r}") from None
+    return raw
+
+
+def load_settings(env_file: str | os.PathLike | None = ".env", environ: dict | None = None) -> Settings:
+    """Build Settings from `.env` (if present) overlaid by the environment.
+
+    >>> load_settings(env_file=None, environ={"LILM_MAX_TOKENS": "50"}).max_tokens
+    50
+    """
+    values: dict[str, str | None] = {}
+    if env_file is not None and Path(env_file).is_file():
+        values.update(dotenv_values(env_file))
+    values.update(os.environ if environ is None else environ)
+    kinds = {"str": str, "int": int, "float": float, "bool": bool}
+    chosen = {}
+    for f in fields(Settings):
+        raw = values.get(f.metadata["env"])
+        if raw is None or (raw == "" and f.type != "str"):
+            continue
+        chosen[f.name] = _convert(f.metadata["env"], raw, kinds[f.type])
+    settings = Settings(**chosen)
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    if not s.lihkg_base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"LIHKG_BASE_URL must start with http:// or https://, got {s.lihkg_base_url!r}")
+    if not 0 < s.max_tokens <= 8192:
+        raise ConfigError(f"LILM_MAX_TOKENS must be in 1..8192, got {s.max_tokens}")
+    if not 1 <= s.candidates <= 8:
+        raise ConfigError(f"LILM_CANDIDATES must be in 1..8, got {s.candidates}")
+    if s.temperature < 0:
+        raise ConfigError(f"LILM_TEMPERATURE must be >= 0, got {s.temperature}")
+    if not 0 < s.top_p <= 1:
+        raise ConfigError(f"LILM_TOP_P must be in (0, 1], got {s.top_p}")
+    if s.lihkg_retries < 0 or s.lihkg_timeout <= 0:
+        raise ConfigError("LIHKG_RETRIES must be >= 0 and LIHKG_TIMEOUT > 0")
