@@ -98,7 +98,7 @@ def load_settings(env_file: str | os.PathLike | None = ".env", environ: dict | N
     chosen = {}
     for f in fields(Settings):
         raw = values.get(f.metadata["env"])
-        if raw is None or (raw == "" and f.type != "str"):
+        if raw is None or not raw.strip():  # an empty key in .env means "use the default"
             continue
         chosen[f.name] = _convert(f.metadata["env"], raw, kinds[f.type])
     settings = Settings(**chosen)

@@ -1,0 +1,35 @@
+"""Wiring: build the reply service (model + LIHKG client + masker) from settings.
+
+Bots and the CLI call `open_reply_service`; nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from core.backends.mlx_backend import MlxBackend
+from core.blas import preload_openblas
+from core.generation import GenerationBackend
+from core.lihkg import LihkgClient
+from core.reply import ReplyService
+from core.settings import Settings
+
+
+async def load_backend(settings: Settings) -> GenerationBackend:
+    """The model named by LILM_MODEL (+ LILM_ADAPTER), loaded on its worker thread."""
+    preload_openblas(settings.blas)
+    return await MlxBackend.load(settings.model, adapter_path=settings.adapter or None)
+
+
+@asynccontextmanager
+async def open_reply_service(settings: Settings, *, with_fetcher: bool = True) -> AsyncIterator[ReplyService]:
+    """A ready ReplyService; model and HTTP client are closed on exit."""
+    backend = await load_backend(settings)
+    fetcher = LihkgClient.from_settings(settings) if with_fetcher else None
+    try:
+        yield ReplyService.from_settings(settings, backend=backend, fetcher=fetcher)
+    finally:
+        if fetcher is not None:
+            await fetcher.aclose()
+        await backend.aclose()

@@ -1,0 +1,5 @@
+import sys
+
+from lilm.cli import main
+
+sys.exit(main())
