@@ -40,6 +40,7 @@ class Thread:
     create_time: int = 0
     parent_thread_id: int | None = None
     posts: tuple[Post, ...] = field(default_factory=tuple)
+    page: int = 1  # the page `posts` came from (1 holds the first post)
 
     @property
     def first_post(self) -> Post | None:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sys
 
+from core.blas import preload_openblas
 from core.errors import LilmError
 from core.settings import Settings, load_settings
 from lilm import commands
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    preload_openblas(settings.blas)  # before anything imports mlx
     result = args.run(args, settings)
     if asyncio.iscoroutine(result):
         result = asyncio.run(result)

@@ -9,9 +9,10 @@ import sys
 
 from core.demo import demo_threads
 from core.errors import LilmError
-from core.links import find_links
+from core.lihkg import LihkgClient
+from core.links import find_links, parse_link
 from core.masking import Masker
-from core.reply import ReplyResult, ReplyService, ThreadPrompt
+from core.reply import ReplyResult, ReplyService, ThreadPrompt, prompt_from_thread
 from core.runtime import open_reply_service
 from core.settings import Settings
 
@@ -20,8 +21,12 @@ CHAT_CATEGORY = "吹水台"
 
 
 async def reply(args: argparse.Namespace, settings: Settings) -> int:
-    async with open_reply_service(settings) as service:
-        result = await service.reply_to_message(args.message, n=args.n, seed=args.seed)
+    # Link and LIHKG problems surface before the (possibly large) model is loaded.
+    link = parse_link(args.message)
+    async with LihkgClient.from_settings(settings) as fetcher:
+        thread = await fetcher.fetch_thread(link.thread_id)
+    async with open_reply_service(settings, with_fetcher=False) as service:
+        result = await service.reply_to_prompt(prompt_from_thread(thread), n=args.n, seed=args.seed)
     if args.json:
         print(json.dumps(result.to_json_dict(), ensure_ascii=False))
     else:
