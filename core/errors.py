@@ -80,3 +80,45 @@ class ModelError(LilmError):
     """The language model failed to load or to generate."""
 
     user_message = "個 AI 模型出咗事，遲啲再試下。"
+
+
+class EngineBusy(ModelError):
+    """The generation queue is full: the request was refused at once instead of waiting."""
+
+    user_message = "太多人用緊，遲啲再試啦。"
+
+    def __init__(self, detail: str = "", *, waiting: int = 0) -> None:
+        super().__init__(detail, user_message=busy_message(waiting))
+        self.waiting = waiting
+
+
+class GenerationTimeout(ModelError):
+    """A generation request took longer than its deadline (waiting in the queue included)."""
+
+    user_message = "個 AI 模型太忙，等咗好耐都未有回覆，遲啲再試下。"
+
+
+class PromptTooLong(ModelError):
+    """The prompt plus the reply it asks for does not fit the model's context window."""
+
+    user_message = "個 post 太長，個 AI 模型食唔落。"
+
+
+def queue_message(ahead: int) -> str:
+    """What a bot shows while a request waits in the generation queue.
+
+    >>> queue_message(3)
+    '排緊隊，前面仲有 3 個。'
+    >>> queue_message(0)
+    '排緊隊，下一個就到你。'
+    """
+    return f"排緊隊，前面仲有 {ahead} 個。" if ahead > 0 else "排緊隊，下一個就到你。"
+
+
+def busy_message(waiting: int) -> str:
+    """The Cantonese line of EngineBusy, naming the queue length when known.
+
+    >>> busy_message(12)
+    '太多人用緊（前面仲有 12 個排緊隊），遲啲再試啦。'
+    """
+    return f"太多人用緊（前面仲有 {waiting} 個排緊隊），遲啲再試啦。" if waiting > 0 else EngineBusy.user_message

@@ -46,6 +46,27 @@ class Settings:
     lihkg_retries: int = field(default=3, metadata={"env": "LIHKG_RETRIES"})
     lihkg_max_retry_after: float = field(default=30.0, metadata={"env": "LIHKG_MAX_RETRY_AFTER"})
     lihkg_cache_ttl: float = field(default=300.0, metadata={"env": "LIHKG_CACHE_TTL"})
+    # Telegram bot (bots/telegram_bot.py); see .env.template for what each one does.
+    telegram_bot_token: str = field(default="", metadata={"env": "TELEGRAM_BOT_TOKEN", "secret": True})
+    telegram_base_url: str = field(default="https://api.telegram.org/bot", metadata={"env": "TELEGRAM_BASE_URL"})
+    telegram_allowed_users: str = field(default="", metadata={"env": "TELEGRAM_ALLOWED_USERS"})
+    telegram_allowed_chats: str = field(default="", metadata={"env": "TELEGRAM_ALLOWED_CHATS"})
+    telegram_admin_ids: str = field(default="", metadata={"env": "TELEGRAM_ADMIN_IDS"})
+    telegram_rate_limit: int = field(default=5, metadata={"env": "TELEGRAM_RATE_LIMIT"})
+    telegram_rate_window: float = field(default=60.0, metadata={"env": "TELEGRAM_RATE_WINDOW"})
+    telegram_queue_size: int = field(default=20, metadata={"env": "TELEGRAM_QUEUE_SIZE"})
+    telegram_workers: int = field(default=1, metadata={"env": "TELEGRAM_WORKERS"})
+    telegram_max_candidates: int = field(default=3, metadata={"env": "TELEGRAM_MAX_CANDIDATES"})
+    telegram_stream: str = field(default="auto", metadata={"env": "TELEGRAM_STREAM"})
+    telegram_edit_interval: float = field(default=1.5, metadata={"env": "TELEGRAM_EDIT_INTERVAL"})
+    telegram_group_edit_interval: float = field(default=3.0, metadata={"env": "TELEGRAM_GROUP_EDIT_INTERVAL"})
+    telegram_draft_interval: float = field(default=0.5, metadata={"env": "TELEGRAM_DRAFT_INTERVAL"})
+    telegram_link_preview: str = field(default="off", metadata={"env": "TELEGRAM_LINK_PREVIEW"})
+    telegram_group_all_links: bool = field(default=True, metadata={"env": "TELEGRAM_GROUP_ALL_LINKS"})
+    telegram_webhook_url: str = field(default="", metadata={"env": "TELEGRAM_WEBHOOK_URL"})
+    telegram_webhook_listen: str = field(default="127.0.0.1", metadata={"env": "TELEGRAM_WEBHOOK_LISTEN"})
+    telegram_webhook_port: int = field(default=8443, metadata={"env": "TELEGRAM_WEBHOOK_PORT"})
+    telegram_webhook_secret: str = field(default="", metadata={"env": "TELEGRAM_WEBHOOK_SECRET", "secret": True})
 
     def __repr__(self) -> str:
         shown = []

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     mask = sub.add_parser("mask", help="mask sensitive words: standard input to standard output")
     mask.set_defaults(run=commands.mask)
 
+    telegram = sub.add_parser("telegram", help="run the Telegram bot (needs TELEGRAM_BOT_TOKEN; see README)")
+    telegram.set_defaults(run=_run_telegram)
+
     from pipeline.cli import register as register_pipeline
 
     register_pipeline(sub)
@@ -55,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=_positive_int, default=None, help="number of candidate replies (default LILM_CANDIDATES)")
     parser.add_argument("--seed", type=int, default=None, help="seed for reproducible replies")
+
+
+def _run_telegram(args: argparse.Namespace, settings: Settings):
+    from bots.telegram_bot import run_telegram  # python-telegram-bot loads only when the bot runs
+
+    return run_telegram(args, settings)
 
 
 def _positive_int(text: str) -> int:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 # ASCII punctuation of the corpus -> what a Hong Kong forum user would type.
 PUNCTUATION = {".": "。", ",": "，", "?": "？", "!": "！", "...": "…"}
-# "-" marks a broken-off word, "○" an unintelligible syllable, "'" a stray apostrophe.
-DROPPED_TOKENS = frozenset({"-", "○", "'"})
+# "-" marks a broken-off word, "○" an unintelligible syllable, "'" a stray apostrophe;
+# 誒 (er), 喀 and 嗯 (mm-hm) are speech fillers nobody types in a forum post.
+DROPPED_TOKENS = frozenset({"-", "○", "'", "誒", "喀", "嗯"})
 # Syllables written in Jyutping (ei3, lyut6...) where no character exists: not forum text.
 JYUTPING_RE = re.compile(r"[a-z]+[1-6]")
 # HKCanCor's particle characters -> the forms forum users type today.
@@ -58,6 +59,8 @@ def join_tokens(words: Sequence[str]) -> str:
     'High season去㗎喎。'
     >>> join_tokens(["佢", "話", '"', "好", "正", '"', "ei3", "."])
     '佢話「好正」。'
+    >>> join_tokens(["誒", ",", "即係", ",", "誒", ",", "唔", "得", "."])
+    '即係，唔得。'
     """
     pieces: list[str] = []
     open_quote = False
@@ -114,7 +117,7 @@ def _convert(raw_utterances: Iterable) -> Iterable[Utterance]:
 
 
 def load_hkcancor() -> list[Conversation]:
-    """All HKCanCor conversations as plain text (58 files, about 16k utterances)."""
+    """All HKCanCor conversations as plain text (58 files, about 15k utterances)."""
     import pycantonese  # heavy import (corpus reader): only when asked for data
 
     return conversations_from_corpus(pycantonese.hkcancor())

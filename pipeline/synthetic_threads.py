@@ -87,7 +87,8 @@ def _take_reply(
     """The next turn from a speaker other than `avoid_speaker` (or anyone, if none follows soon).
 
     Consecutive utterances of that speaker are joined until `min_chars` is reached.
-    Returns (reply, index after it) or None when nothing long enough follows.
+    Returns (reply, index after it), or None when the turn is shorter than `min_chars`
+    or longer than `max_chars` (a tiny model learns short replies best).
     """
     lookahead = utterances[start : start + 6]
     offset = next((i for i, u in enumerate(lookahead) if u.speaker != avoid_speaker), 0)
@@ -103,7 +104,7 @@ def _take_reply(
         parts.append(utterances[end].text)
         end += 1
     reply = "".join(parts)
-    if len(reply) < min_chars:
+    if not min_chars <= len(reply) <= max_chars:
         return None
     return reply, end
 

@@ -6,7 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from core.blas import preload_openblas
 from tests.fakes.lihkg_server import FakeLihkgServer
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # As the CLI does: OpenBLAS before the first mlx import makes model tests ~10x faster.
+    preload_openblas("auto")
 
 
 @pytest.fixture

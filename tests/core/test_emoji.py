@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import doctest
 
 import pytest
 
-import core.emoji
 from core.emoji import EMOJI_TOKEN_RE, emoji_from_src, render_emoji
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(core.emoji).failed == 0
 
 
 @pytest.mark.parametrize(

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import doctest
 import json
 from pathlib import Path
 
 import pytest
 
-import core.html_text
 from core.emoji import EMOJI_TOKEN_RE
 from core.html_text import post_to_text
 from core.lihkg import parse_thread_page
 
 # The shared samples sit beside the checkout; the project never needs them to run.
 SAMPLE_PAGE = Path(__file__).resolve().parents[3] / "shared" / "lihkg-samples" / "thread_page.json"
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(core.html_text).failed == 0
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import doctest
 import email.utils
 import re
 import socket
@@ -13,10 +12,6 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-import core.device
-import core.lihkg
-import core.lihkg_parse
-import core.ttl_cache
 from core.device import load_device_id
 from core.errors import (
     ConfigError,
@@ -90,11 +85,6 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def test_doctests_of_client_modules() -> None:
-    for module in (core.lihkg, core.lihkg_parse, core.ttl_cache, core.device):
-        assert doctest.testmod(module).failed == 0, module.__name__
 
 
 # ---------------------------------------------------------------------------- success

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import re
 import time
 
@@ -10,13 +9,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-import core.links
 from core.errors import LinkError
 from core.links import ThreadLink, find_links, parse_link
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(core.links).failed == 0
 
 
 @pytest.mark.parametrize(

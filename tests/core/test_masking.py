@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import functools
 from pathlib import Path
 
@@ -18,10 +17,6 @@ from core.masking import DEFAULT_WORDS_FILE, Masker, read_word_list
 @pytest.fixture(scope="module")
 def masker() -> Masker:
     return Masker.default()
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(core.masking).failed == 0
 
 
 @pytest.mark.parametrize(

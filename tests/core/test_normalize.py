@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import doctest
 import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import core.normalize
 from core.normalize import clean_reply, strip_reasoning, strip_special_tokens, to_hk_traditional
-
-
-def test_doctests() -> None:
-    assert doctest.testmod(core.normalize).failed == 0
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,302 @@
+"""Who may use a bot, how often, and in what order: platform-neutral fairness.
+
+- `AccessPolicy`: allow-lists of users and chats, and admins (who pass every check).
+- `RateLimiter`: at most `limit` requests per user in a sliding `window` of seconds.
+- `RequestQueue`: `workers` requests run at once, the rest wait first-in first-out (at most
+  `max_waiting`), one request per user; `Ticket`s know their place and can be cancelled.
+
+Refusals are `LilmError`s whose `user_message` is one short Cantonese line for the chat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass
+
+from core.errors import ConfigError, LilmError
+
+Clock = Callable[[], float]
+
+
+class AccessDenied(LilmError):
+    """The user or chat is not on the allow-lists."""
+
+    user_message = "呢個 bot 未開放俾你用，想用就搵管理員。"
+
+
+class Busy(LilmError):
+    """A request was refused for now; trying later may work."""
+
+    user_message = "而家好多人用緊，遲啲再試下。"
+
+
+class QueueFull(Busy):
+    """The waiting line is full."""
+
+    user_message = "而家太多人排緊隊，遲啲再試下。"
+
+
+class AlreadyQueued(Busy):
+    """The user already has a request waiting or running."""
+
+    user_message = "你上一個請求仲做緊，等佢完先，或者打 /cancel 取消。"
+
+
+class RateLimited(Busy):
+    """The user sent too many requests in the window."""
+
+    def __init__(self, retry_in: float) -> None:
+        self.retry_in = retry_in
+        seconds = max(1, round(retry_in))
+        super().__init__(f"rate limited for {retry_in:.1f} s", user_message=f"你問得太密啦，{seconds} 秒之後再試。")
+
+
+def parse_ids(text: str, name: str) -> frozenset[int]:
+    """Ids from a comma or space separated setting; ConfigError names the bad one.
+
+    >>> sorted(parse_ids("123, -1001234567890  42", "TELEGRAM_ALLOWED_USERS"))
+    [-1001234567890, 42, 123]
+    """
+    ids = set()
+    for part in text.replace(",", " ").split():
+        try:
+            ids.add(int(part))
+        except ValueError:
+            raise ConfigError(f"{name} must list numeric ids separated by commas, found {part!r}") from None
+    return frozenset(ids)
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Empty lists allow everyone. With a user list, only those users; with a chat list,
+    only those chats, plus private chats of listed users. Admins are always allowed.
+
+    >>> policy = AccessPolicy(users=frozenset({1}), chats=frozenset({-100}))
+    >>> policy.allows(1, -100), policy.allows(2, -100), policy.allows(1, 1, private=True)
+    (True, False, True)
+    """
+
+    users: frozenset[int] = frozenset()
+    chats: frozenset[int] = frozenset()
+    admins: frozenset[int] = frozenset()
+
+    def is_admin(self, user_id: int | None) -> bool:
+        return user_id is not None and user_id in self.admins
+
+    def allows(self, user_id: int | None, chat_id: int, *, private: bool = False) -> bool:
+        if self.is_admin(user_id):
+            return True
+        user_ok = not self.users or user_id in self.users
+        chat_ok = not self.chats or chat_id in self.chats or (private and bool(self.users) and user_id in self.users)
+        return user_ok and chat_ok
+
+
+class RateLimiter:
+    """At most `limit` requests per key in any `window` seconds (a sliding log per key).
+
+    Keys whose requests have all aged out are forgotten, so memory follows active users.
+    `limit <= 0` turns the limiter off.
+    """
+
+    def __init__(self, limit: int, window: float, *, clock: Clock = time.monotonic) -> None:
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._log: dict[Hashable, deque[float]] = {}
+        self._next_sweep = 0.0
+
+    def __len__(self) -> int:
+        """Keys currently remembered."""
+        return len(self._log)
+
+    def retry_in(self, key: Hashable) -> float:
+        """0 when `key` may make a request now, else seconds until it may."""
+        if self.limit <= 0:
+            return 0.0
+        now = self.clock()
+        self._sweep(now)
+        times = self._log.get(key)
+        if times is None:
+            return 0.0
+        self._expire(times, now)
+        if len(times) < self.limit:
+            return 0.0
+        return times[0] + self.window - now
+
+    def record(self, key: Hashable) -> None:
+        """Count one request for `key` now."""
+        if self.limit > 0:
+            self._log.setdefault(key, deque()).append(self.clock())
+
+    def check(self, key: Hashable) -> None:
+        """Raise RateLimited if `key` must wait (does not count a request)."""
+        wait = self.retry_in(key)
+        if wait > 0:
+            raise RateLimited(wait)
+
+    def _expire(self, times: deque[float], now: float) -> None:
+        while times and times[0] <= now - self.window:
+            times.popleft()
+
+    def _sweep(self, now: float) -> None:
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + self.window
+        for key in [k for k, times in self._log.items() if not times or times[-1] <= now - self.window]:
+            del self._log[key]
+
+
+class Ticket:
+    """One request's place in a `RequestQueue`. Release it when done (idempotent)."""
+
+    def __init__(self, queue: RequestQueue, user: Hashable) -> None:
+        self.user = user
+        self.cancel_reason: str | None = None
+        self._queue = queue
+        self._granted = False
+        self._released = False
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def running(self) -> bool:
+        """True once the ticket holds a worker slot."""
+        return self._granted and not self._released
+
+    @property
+    def position(self) -> int:
+        """Requests ahead of this one in the waiting line (0 when running or next)."""
+        return self._queue._position(self)
+
+    def attach(self, task: asyncio.Task) -> None:
+        """The task that `cancel` stops."""
+        self._task = task
+
+    def cancel(self, reason: str) -> bool:
+        """Leave the queue and cancel the attached task; `reason` is kept for the user."""
+        if self._released:
+            return False
+        self.cancel_reason = reason
+        self.release()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        return True
+
+    async def wait_turn(self, on_move: Callable[[int], Awaitable[None] | None] | None = None) -> None:
+        """Wait for a worker slot; `on_move(position)` is called when the place changes."""
+        shown = self.position
+        while not self._granted and not self._released:
+            await self._changed.wait()
+            self._changed.clear()
+            position = self.position
+            if not self._granted and not self._released and position != shown and on_move is not None:
+                shown = position
+                result = on_move(position)
+                if result is not None:
+                    await result
+        if self._released:
+            raise asyncio.CancelledError()
+
+    def release(self) -> None:
+        """Give back the slot (or the place in line); wakes whoever is next."""
+        if not self._released:
+            self._released = True
+            self._queue._leave(self)
+            self._changed.set()
+
+    async def __aenter__(self) -> Ticket:
+        await self.wait_turn()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def _notify(self, *, granted: bool = False) -> None:
+        self._granted = self._granted or granted
+        self._changed.set()
+
+
+class RequestQueue:
+    """First-in first-out requests: `workers` at a time, `max_waiting` in line, one per user.
+
+    >>> queue = RequestQueue(workers=1, max_waiting=1)
+    >>> first, second = queue.join("ann"), queue.join("bob")
+    >>> first.running, second.running, second.position
+    (True, False, 1)
+    >>> first.release(); second.running
+    True
+    """
+
+    def __init__(self, *, workers: int = 1, max_waiting: int = 20) -> None:
+        if workers < 1 or max_waiting < 0:
+            raise ValueError(f"need workers >= 1 and max_waiting >= 0, got {workers} and {max_waiting}")
+        self.workers = workers
+        self.max_waiting = max_waiting
+        self._waiting: deque[Ticket] = deque()
+        self._running: set[Ticket] = set()
+        self._by_user: dict[Hashable, Ticket] = {}
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def ticket_of(self, user: Hashable) -> Ticket | None:
+        """The user's waiting or running ticket, if any."""
+        return self._by_user.get(user)
+
+    def join(self, user: Hashable) -> Ticket:
+        """A ticket for `user`: running at once if a worker is free, else in line.
+
+        Raises AlreadyQueued if the user has a ticket, QueueFull if the line is full.
+        """
+        if user in self._by_user:
+            raise AlreadyQueued(f"user {user} already has a request")
+        ticket = Ticket(self, user)
+        if len(self._running) < self.workers and not self._waiting:
+            self._running.add(ticket)
+            ticket._notify(granted=True)
+        elif len(self._waiting) >= self.max_waiting:
+            raise QueueFull(f"{len(self._waiting)} requests waiting (max {self.max_waiting})")
+        else:
+            self._waiting.append(ticket)
+        self._by_user[user] = ticket
+        return ticket
+
+    def cancel(self, user: Hashable, reason: str) -> bool:
+        """Cancel the user's request, waiting or running; False if there is none."""
+        ticket = self._by_user.get(user)
+        return ticket.cancel(reason) if ticket is not None else False
+
+    def cancel_all(self, reason: str) -> int:
+        """Cancel every request (shutdown); returns how many."""
+        return sum(ticket.cancel(reason) for ticket in list(self._by_user.values()))
+
+    def _position(self, ticket: Ticket) -> int:
+        try:
+            return self._waiting.index(ticket) + 1
+        except ValueError:
+            return 0
+
+    def _leave(self, ticket: Ticket) -> None:
+        if self._by_user.get(ticket.user) is ticket:
+            del self._by_user[ticket.user]
+        if ticket in self._running:
+            self._running.discard(ticket)
+        else:
+            try:
+                self._waiting.remove(ticket)
+            except ValueError:
+                pass
+        while self._waiting and len(self._running) < self.workers:
+            nxt = self._waiting.popleft()
+            self._running.add(nxt)
+            nxt._notify(granted=True)
+        for waiting in self._waiting:  # everyone behind may have moved up
+            waiting._notify()

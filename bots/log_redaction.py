@@ -1,0 +1,74 @@
+"""Keep secrets (bot tokens) out of every log line, whoever writes it.
+
+httpx logs each request URL at INFO and Telegram URLs carry the bot token; python-telegram-bot
+logs its API URL at DEBUG. A filter on the logger that creates a record runs before any
+handler (including ones added later, such as pytest's), so `redact_logs` puts one on every
+existing logger under the given prefixes. Messages, arguments and tracebacks are scrubbed.
+
+    undo = redact_logs([token], prefixes=("httpx", "telegram"))
+    ...
+    undo()
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+REPLACEMENT = "[redacted]"
+DEFAULT_PREFIXES = ("httpx", "httpcore", "telegram", "bots", "core", "lilm", "asyncio")
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces each secret in a record's message and traceback text with `[redacted]`."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        super().__init__()
+        # Longest first, so a secret that contains another is replaced whole.
+        self.secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret replaced.
+
+        >>> RedactSecrets(["123:abc"]).redact("POST /bot123:abc/getMe")
+        'POST /bot[redacted]/getMe'
+        """
+        for secret in self.secrets:
+            text = text.replace(secret, REPLACEMENT)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format string: leave it to the handler to report
+            message = str(record.msg)
+        clean = self.redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.redact(record.stack_info)
+        return True
+
+
+def redact_logs(secrets: Iterable[str], *, prefixes: Iterable[str] = DEFAULT_PREFIXES) -> Callable[[], None]:
+    """Install a `RedactSecrets` on the root logger and every existing logger named by
+    `prefixes` (and their children); returns a function that removes them again."""
+    redactor = RedactSecrets(secrets)
+    wanted = tuple(prefixes)
+    manager = logging.Logger.manager
+    names = [n for n in list(manager.loggerDict) if any(n == p or n.startswith(p + ".") for p in wanted)]
+    loggers = [logging.getLogger()] + [logging.getLogger(n) for n in sorted(set(names) | set(wanted))]
+    for logger in loggers:
+        logger.addFilter(redactor)
+
+    def undo() -> None:
+        for logger in loggers:
+            logger.removeFilter(redactor)
+
+    return undo
