@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
+from typing import Self
 
 from core.errors import ConfigError, LilmError
 
@@ -149,6 +150,21 @@ class RateLimiter:
             del self._log[key]
 
 
+def worth_telling(shown: int, position: int, *, last_few: int = 3) -> bool:
+    """Whether a move in the line deserves a new message: the last few places, or when the
+    wait has halved since the place last shown (so a long line makes few edits).
+
+    >>> told, shown = 20, []
+    >>> for position in range(19, 0, -1):
+    ...     if worth_telling(told, position):
+    ...         told = position
+    ...         shown.append(position)
+    >>> shown
+    [10, 5, 3, 2, 1]
+    """
+    return position <= last_few or position <= shown // 2
+
+
 class Ticket:
     """One request's place in a `RequestQueue`. Release it when done (idempotent)."""
 
@@ -207,7 +223,7 @@ class Ticket:
             self._queue._leave(self)
             self._changed.set()
 
-    async def __aenter__(self) -> Ticket:
+    async def __aenter__(self) -> Self:
         await self.wait_turn()
         return self
 

@@ -139,8 +139,19 @@ def _inside_cluster(text: str, index: int) -> bool:
         or unicodedata.combining(char) > 0
         or 0x1F3FB <= code <= 0x1F3FF  # skin tones
         or 0xE0020 <= code <= 0xE007F  # emoji tag sequences
-        or (0x1F1E6 <= code <= 0x1F1FF and 0x1F1E6 <= ord(before) <= 0x1F1FF)  # flags
+        or (_is_flag_letter(char) and _flag_letters_before(text, index) % 2 == 1)  # inside a flag
     )
+
+
+def _is_flag_letter(char: str) -> bool:
+    return 0x1F1E6 <= ord(char) <= 0x1F1FF
+
+
+def _flag_letters_before(text: str, index: int) -> int:
+    count = 0
+    while index - count - 1 >= 0 and _is_flag_letter(text[index - count - 1]):
+        count += 1
+    return count
 
 
 def _best_break(text: str, pos: int, hard: int) -> int:

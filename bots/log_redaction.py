@@ -42,7 +42,7 @@ class RedactSecrets(logging.Filter):
             return True
         try:
             message = record.getMessage()
-        except Exception:  # a broken format string: leave it to the handler to report
+        except (TypeError, ValueError, KeyError):  # a broken format: the handler will report it
             message = str(record.msg)
         clean = self.redact(message)
         if clean != message:

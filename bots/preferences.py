@@ -134,7 +134,6 @@ class PreferenceStore:
 
 def _number(text: str, kind: type) -> int | float | None:
     try:
-        value = kind(text.strip())
+        return kind(text.strip())
     except ValueError:
         return None
-    return value if value == value else None  # NaN is not a number here

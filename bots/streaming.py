@@ -69,7 +69,8 @@ class ThrottledEdits(Generic[T]):
         self.final_attempts = final_attempts
         self._pending: object = _NOTHING
         self._last: object = _NOTHING
-        self._next_at = -math.inf
+        self._next_at = -math.inf  # pace: the last delivery + min_interval
+        self._blocked_until = -math.inf  # the platform's last retry_after
         self._in_flight = False
         self._closed = False
         self._pump_task: asyncio.Task | None = None
@@ -87,14 +88,14 @@ class ThrottledEdits(Generic[T]):
         if self._pump_task is None or self._pump_task.done():
             self._pump_task = asyncio.create_task(self._pump())
 
-    async def finish(self, content: T) -> None:
-        """Deliver `content` as the final state: after the call in flight, at the usual pace,
-        waiting out each `retry_after`. Raises the platform's error (or RetryTooLong) if the
-        final content cannot be delivered."""
+    async def finish(self, content: T, *, paced: bool = True) -> None:
+        """Deliver `content` as the final state: after the call in flight, at the usual pace
+        (unless `paced=False`, when the final goes somewhere the updates did not), waiting out
+        each `retry_after`. Raises the platform's error (or RetryTooLong) if it cannot."""
         self._closed = True
         await self._stop_pump()
         for attempt in range(1, self.final_attempts + 1):
-            wait = self._next_at - self._clock()
+            wait = max(self._next_at if paced else -math.inf, self._blocked_until) - self._clock()
             if wait > self.max_wait:
                 raise RetryTooLong(f"asked to wait {wait:.0f} s (max {self.max_wait:.0f} s)")
             if wait > 0:
@@ -105,7 +106,7 @@ class ThrottledEdits(Generic[T]):
                 seconds = self._retry_after(error)
                 if seconds is None or attempt == self.final_attempts:
                     raise
-                self._next_at = self._clock() + seconds
+                self._blocked_until = self._clock() + seconds
                 continue
             self.deliveries += 1
             self._next_at = self._clock() + self.min_interval
@@ -132,7 +133,7 @@ class ThrottledEdits(Generic[T]):
 
     async def _pump(self) -> None:
         while self._pending is not _NOTHING and not self._closed:
-            wait = self._next_at - self._clock()
+            wait = max(self._next_at, self._blocked_until) - self._clock()
             if wait > 0:
                 await self._sleep(wait)
                 continue
@@ -145,13 +146,13 @@ class ThrottledEdits(Generic[T]):
         self._in_flight = True
         try:
             await self._deliver(content, False)  # type: ignore[arg-type]
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - a failed update must not stop the stream
             seconds = self._retry_after(error)
             if seconds is None:
                 log.warning("streaming update dropped: %s", error)
                 self._next_at = self._clock() + self.min_interval
             else:
-                self._next_at = self._clock() + seconds
+                self._blocked_until = self._clock() + seconds
                 if self._pending is _NOTHING:
                     self._pending = content  # nothing newer: try this one again later
         else:

@@ -21,15 +21,37 @@ from urllib.parse import urlsplit
 from telegram import BotCommand, Message, MessageEntity, Update, User
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import Forbidden, InvalidToken, NetworkError, TelegramError
-from telegram.ext import Application, ApplicationBuilder, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram.ext import (
+    Application,
+    ApplicationBuilder,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
 
 from bots.access import AccessDenied, Busy
-from bots.chat_text import NO_LINK_IN_COMMAND, NOTHING_TO_CANCEL, SHUTTING_DOWN, UNEXPECTED, CANCELLED, help_text
+from bots.chat_text import (
+    CANCELLED,
+    NO_LINK_IN_COMMAND,
+    NOTHING_TO_CANCEL,
+    SHUTTING_DOWN,
+    UNEXPECTED,
+    help_text,
+)
 from bots.log_redaction import redact_logs
 from bots.preferences import SettingRejected
 from bots.telegram_reply import LinkRequest, answer_link
 from bots.telegram_send import Destination, send_line
-from bots.telegram_state import STATE_KEY, BotApiUnavailable, BotState, Clock, Sleep, bot_state, check_settings
+from bots.telegram_state import (
+    STATE_KEY,
+    BotApiUnavailable,
+    BotState,
+    Clock,
+    Sleep,
+    bot_state,
+    check_settings,
+)
 from core.errors import ConfigError, LinkError
 from core.links import ThreadLink, find_links
 from core.reply import ReplyService
@@ -46,6 +68,8 @@ COMMANDS = (
     BotCommand("start", "開始"),
 )
 POLL_TIMEOUT = 10.0  # seconds a getUpdates long poll may wait
+CONNECTIONS = 32  # to the Bot API; PTB's 256 makes every request scan hundreds of idle ones
+POOL_TIMEOUT = 30.0  # seconds a send may wait for a free connection in a burst (PTB's default: 1)
 Context = ContextTypes.DEFAULT_TYPE
 
 
@@ -75,8 +99,7 @@ async def on_lihkg(update: Update, context: Context) -> None:
 
 
 async def on_message(update: Update, context: Context) -> None:
-    """A message: answer its LIHKG link in private chats, in groups when addressed to the bot
-    (mention or reply) or, with privacy mode off, any link."""
+    """A LIHKG link: answered in private chats, and in groups when addressed (or privacy is off)."""
     state, message = bot_state(context), update.effective_message
     addressed = addressed_to_bot(message, context.bot.bot)
     links = message_links(message)
@@ -96,7 +119,7 @@ async def on_settings(update: Update, context: Context) -> None:
         _tell(update, context, _denied(user_id))
         return
     if args and not await _may_change_settings(update, context):
-        _tell(update, context, "群組設定只有管理員可以改。")
+        _tell(update, context, "群組設定只有管理員可以改。", always=True)
         return
     try:
         if args and args[0].lower() in ("reset", "還原"):
@@ -106,7 +129,7 @@ async def on_settings(update: Update, context: Context) -> None:
         else:
             prefs = state.prefs.get(chat_id)
     except SettingRejected as error:
-        _tell(update, context, error.user_message)
+        _tell(update, context, error.user_message, always=True)
         return
     _tell(update, context, prefs.describe(state.prefs.max_candidates), always=True)
 
@@ -154,6 +177,8 @@ def build_application(settings: Settings, service: ReplyService, *, sleep: Sleep
         ApplicationBuilder()
         .token(settings.telegram_bot_token)
         .base_url(settings.telegram_base_url)
+        .connection_pool_size(CONNECTIONS)
+        .pool_timeout(POOL_TIMEOUT)
         .post_init(on_startup)
         .post_shutdown(on_shutdown)
         .build()

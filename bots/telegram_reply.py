@@ -15,9 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from telegram import Bot, Message
-from telegram.constants import ChatAction
-from telegram.error import BadRequest, Forbidden, InvalidToken, RetryAfter, TelegramError
+from telegram.constants import ChatAction, ChatType
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    RetryAfter,
+    TelegramError,
+)
 
+from bots.access import Ticket, worth_telling
 from bots.chat_text import (
     CANCELLED,
     EMPTY_REPLY,
@@ -30,7 +37,6 @@ from bots.chat_text import (
     queue_position,
     split_spans,
 )
-from bots.access import Ticket
 from bots.streaming import RetryTooLong, ThrottledEdits
 from bots.telegram_send import (
     MESSAGE_LIMIT,
@@ -44,9 +50,10 @@ from bots.telegram_send import (
     with_retry,
 )
 from bots.telegram_state import BotState
-from core.errors import LilmError
+from core.errors import GenerationTimeout, LilmError
 from core.links import ThreadLink
 from core.reply import ThreadPrompt, prompt_from_thread
+from core.thread import Thread
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +97,24 @@ def reply_spans(thread: ThreadPrompt, replies: Sequence[str], url: str, *, note:
 class Outbox:
     """Delivers one request's views in order through `ThrottledEdits`."""
 
-    def __init__(self, bot: Bot, to: Destination, *, drafts: bool, interval: float, state: BotState) -> None:
+    def __init__(self, bot: Bot, to: Destination, *, drafts: bool, group: bool, state: BotState) -> None:
         self.bot = bot
         self.to = to
         self.drafts = drafts
         self.drafts_failed = False
         self.message_id: int | None = None
+        self.refused: Forbidden | None = None
         self._draft_id = to.reply_to or 1
         self._sleep = state.sleep
         self._final_sent: tuple[View, int] | None = None
+        self._draft_interval = state.settings.telegram_draft_interval
+        self._edit_interval = state.edit_interval(group)
         self._edits: ThrottledEdits[View] = ThrottledEdits(
-            self._deliver, min_interval=interval, retry_after=retry_after_seconds, sleep=state.sleep, clock=state.clock
+            self._deliver,
+            min_interval=self._draft_interval if drafts else self._edit_interval,
+            retry_after=retry_after_seconds,
+            sleep=state.sleep,
+            clock=state.clock,
         )
 
     def notice(self, line: str) -> None:
@@ -110,17 +124,31 @@ class Outbox:
         self._edits.update(View(tuple(spans), "partial"))
 
     async def finish(self, spans: Sequence[Span]) -> None:
-        await self._edits.finish(View(tuple(spans), "final"))
+        # After drafts only, the final is a new message: no edit pace to keep.
+        await self._edits.finish(View(tuple(spans), "final"), paced=self.message_id is not None)
 
     async def close(self) -> None:
         await self._edits.aclose()
 
+    def check_open(self) -> None:
+        """Raise the Forbidden seen on the way, if the chat is closed to us (blocked, kicked)."""
+        if self.refused is not None:
+            raise self.refused
+
     async def _deliver(self, view: View, final: bool) -> None:
+        try:
+            await self._deliver_view(view, final)
+        except Forbidden as error:
+            self.refused = error  # intermediate errors are dropped; the job checks this
+            raise
+
+    async def _deliver_view(self, view: View, final: bool) -> None:
         if final:
             await self._deliver_final(view)
         elif view.kind == "partial":
             piece = first_piece(view.spans, MESSAGE_LIMIT, length=length)
             if self.drafts and self.message_id is None and await self._draft(piece):
+                self._edits.min_interval = self._draft_interval
                 return
             await self._put(piece)
         else:
@@ -159,6 +187,7 @@ class Outbox:
                 log.info("our message was deleted; sending a new one")
         message = await send(self.bot, self.to, piece)
         self.message_id = message.message_id
+        self._edits.min_interval = self._edit_interval  # from now on this message is edited
 
 
 async def answer_link(state: BotState, bot: Bot, request: LinkRequest, ticket: Ticket) -> None:
@@ -167,7 +196,7 @@ async def answer_link(state: BotState, bot: Bot, request: LinkRequest, ticket: T
     chat_type = request.message.chat.type
     mode = state.stream_mode(chat_type)
     to = Destination.answering(request.message, state.preview(request.link))
-    out = Outbox(bot, to, drafts=mode == "draft", interval=state.edit_interval(chat_type, mode), state=state)
+    out = Outbox(bot, to, drafts=mode == "draft", group=chat_type != ChatType.PRIVATE, state=state)
     job = asyncio.create_task(_produce(state, out, request, ticket, streaming=mode != "off"))
     ticket.attach(job)
     try:
@@ -195,30 +224,52 @@ async def answer_link(state: BotState, bot: Bot, request: LinkRequest, ticket: T
             state.drafts = False
 
 
+async def _wait_in_line(state: BotState, out: Outbox, request: LinkRequest, ticket: Ticket) -> Thread:
+    """The thread, fetched while waiting for a worker (so LIHKG problems show at once);
+    the user sees their place in line when it is worth telling."""
+    told = ticket.position
+    if told:
+        out.notice(queue_position(told))
+
+    def moved(position: int) -> None:
+        nonlocal told
+        if worth_telling(told, position):
+            told = position
+            out.notice(queue_position(position))
+
+    thread = await state.fetch(request.link)
+    await ticket.wait_turn(on_move=moved)
+    out.check_open()
+    return thread
+
+
 async def _produce(state: BotState, out: Outbox, request: LinkRequest, ticket: Ticket, *, streaming: bool) -> None:
-    if ticket.position:
-        out.notice(queue_position(ticket.position))
-    thread = await state.fetch(request.link)  # LIHKG problems show before the wait
-    await ticket.wait_turn(on_move=lambda position: out.notice(queue_position(position)))
+    thread = await _wait_in_line(state, out, request, ticket)
     prompt = prompt_from_thread(thread)
     shown = state.service.display_thread(prompt)
     prefs = state.prefs.get(request.message.chat_id)
     texts: list[str] = []
 
     async def on_partial(index: int, text: str) -> None:
-        texts[index:] = [text]
+        out.check_open()  # stops generating for a chat that blocked us
+        texts.extend([""] * (index + 1 - len(texts)))  # candidates may stream interleaved
+        texts[index] = text
         if streaming:
             out.show(reply_spans(shown, texts, request.link.url, streaming=True))
 
     typing = asyncio.create_task(_keep_typing(out.bot, out.to))
     try:
-        result = await state.service_for(prefs.style).reply_to_prompt(
-            prompt, n=prefs.candidates, params=state.sampling_for(prefs), on_partial=on_partial
-        )
+        async with asyncio.timeout(state.reply_deadline):  # a stuck model must not hang the chat
+            result = await state.service_for(prefs.style).reply_to_prompt(
+                prompt, n=prefs.candidates, params=state.sampling_for(prefs), on_partial=on_partial
+            )
+    except TimeoutError:
+        raise GenerationTimeout(f"no reply within {state.reply_deadline:.0f} s") from None
     finally:
         typing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await typing
+    ticket.release()  # the model is free for the next in line while Telegram gets the text
     note = ONLY_FIRST_LINK if request.more_links else None
     await out.finish(reply_spans(result.thread, result.replies, request.link.url, note=note))
 

@@ -11,7 +11,7 @@ import html
 import logging
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TypeVar
 
@@ -99,7 +99,7 @@ class Destination:
     chat_id: int
     thread_id: int | None = None
     reply_to: int | None = None
-    preview: LinkPreviewOptions = LinkPreviewOptions(is_disabled=True)
+    preview: LinkPreviewOptions = field(default_factory=lambda: LinkPreviewOptions(is_disabled=True))
 
     @classmethod
     def answering(cls, message: Message, preview: LinkPreviewOptions | None = None) -> Destination:
@@ -111,7 +111,7 @@ class Destination:
 async def send(bot: Bot, to: Destination, spans: Sequence[Span], *, quote: bool = True) -> Message:
     """Send `spans` as HTML; on a 400, send the same text as plain text."""
     reply = ReplyParameters(message_id=to.reply_to, allow_sending_without_reply=True) if quote and to.reply_to else None
-    options = dict(message_thread_id=to.thread_id, reply_parameters=reply, link_preview_options=to.preview)
+    options = {"message_thread_id": to.thread_id, "reply_parameters": reply, "link_preview_options": to.preview}
     try:
         return await bot.send_message(to.chat_id, render_html(spans), parse_mode=ParseMode.HTML, **options)
     except BadRequest as error:
@@ -122,7 +122,7 @@ async def send(bot: Bot, to: Destination, spans: Sequence[Span], *, quote: bool 
 async def edit(bot: Bot, to: Destination, message_id: int, spans: Sequence[Span]) -> None:
     """Edit a message to `spans` (HTML, then plain text on a 400). Unchanged text is fine;
     BadRequest escapes only when the message is gone (see `is_gone`)."""
-    options = dict(chat_id=to.chat_id, message_id=message_id, link_preview_options=to.preview)
+    options = {"chat_id": to.chat_id, "message_id": message_id, "link_preview_options": to.preview}
     try:
         await bot.edit_message_text(render_html(spans), parse_mode=ParseMode.HTML, **options)
         return

@@ -31,6 +31,7 @@ STATE_KEY = "lilm"
 STREAM_MODES = ("auto", "draft", "edit", "off")
 PREVIEW_MODES = ("off", "thread")
 MAX_QUEUE_SIZE = 1000
+DEADLINE_GRACE = 30.0  # most seconds past LILM_GENERATION_TIMEOUT before the bot gives up itself
 NOTICE_LIMIT = (2, 10.0)  # refusal and hint lines per user: at most 2 every 10 s
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -90,6 +91,14 @@ class BotState:
         """In groups: answer links nobody addressed to us (needs privacy mode off)."""
         return self.settings.telegram_group_all_links and self.read_all_group_messages
 
+    @property
+    def reply_deadline(self) -> float | None:
+        """Seconds one generation may take here: the model's own deadline plus as much again
+        (at most DEADLINE_GRACE), so the model reports its timeout first and this only
+        catches a stuck engine. None when LILM_GENERATION_TIMEOUT is 0 (no deadline)."""
+        limit = self.settings.generation_timeout
+        return limit + min(limit, DEADLINE_GRACE) if limit > 0 else None
+
     def admit(self, user_id: int) -> Ticket:
         """A queue ticket for the user, or Busy (rate limited, already queued, queue full)."""
         admin = self.policy.is_admin(user_id)
@@ -144,12 +153,9 @@ class BotState:
             return "edit"
         return mode
 
-    def edit_interval(self, chat_type: str, mode: str) -> float:
-        if mode == "draft":
-            return self.settings.telegram_draft_interval
-        if chat_type == ChatType.PRIVATE:
-            return self.settings.telegram_edit_interval
-        return self.settings.telegram_group_edit_interval
+    def edit_interval(self, group: bool) -> float:
+        """Seconds between edits of one message (groups have the tighter flood limit)."""
+        return self.settings.telegram_group_edit_interval if group else self.settings.telegram_edit_interval
 
     def preview(self, link: ThreadLink) -> LinkPreviewOptions:
         if self.settings.telegram_link_preview == "thread":

@@ -108,6 +108,10 @@ class GenerationJob:
         self._finish()
         self._on_cancel(self)
 
+    def discard(self) -> None:
+        """Forget a job that was never queued (submission refused): stops its deadline."""
+        self._finish()
+
     def receive(self, item) -> None:
         """Loop side of `post_events`: queue one event unless the job already ended."""
         if self.finished:
@@ -133,6 +137,29 @@ class GenerationJob:
 def _deliver(events: list[tuple[GenerationJob, object]]) -> None:
     for job, item in events:
         job.receive(item)
+
+
+def merge_pieces(events: list[tuple[GenerationJob, object]]) -> list[tuple[GenerationJob, object]]:
+    """Join each candidate's consecutive text pieces into one; other events keep their order.
+
+    >>> job = object()
+    >>> merge_pieces([(job, Piece(0, "今")), (job, Piece(1, "好")), (job, Piece(0, "晚")), (job, DONE)])
+    [(<object ...>, Piece(index=0, text='今晚')), (<object ...>, Piece(index=1, text='好')), (<object ...>, DONE)]
+    """
+    merged: list[tuple[GenerationJob, object]] = []
+    open_pieces: dict[tuple[int, int], int] = {}  # (job id, index) -> position in merged
+    for job, item in events:
+        if isinstance(item, Piece):
+            key = (id(job), item.index)
+            if key in open_pieces:
+                at = open_pieces[key]
+                merged[at] = (job, Piece(item.index, merged[at][1].text + item.text))
+                continue
+            open_pieces[key] = len(merged)
+        else:  # a later piece must not jump ahead of this event
+            open_pieces = {k: v for k, v in open_pieces.items() if k[0] != id(job)}
+        merged.append((job, item))
+    return merged
 
 
 def post_events(events: list[tuple[GenerationJob, object]]) -> list[GenerationJob]:

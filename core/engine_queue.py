@@ -58,9 +58,9 @@ class AdmissionQueue(Generic[Job]):
     def remove(self, job: Job) -> bool:
         """Drop a waiting job (cancelled or timed out). False when it was not waiting."""
         with self._lock:
-            for entry in self._entries:
-                if entry.job is job:
-                    self._entries.remove(entry)
+            for index, entry in enumerate(self._entries):
+                if entry.job == job:
+                    del self._entries[index]
                     return True
             return False
 

@@ -123,10 +123,11 @@ class ReplyService:
         params = params or self.params
         count = n or self.candidates
         messages = self.messages_for(prompt, params)
-        replies = []
-        for index in range(count):
-            candidate_params = params.with_seed(None if seed is None else seed + index)
-            replies.append(await self._one_reply(messages, candidate_params, index, on_partial))
+        candidate_params = [params.with_seed(None if seed is None else seed + index) for index in range(count)]
+        if count > 1 and hasattr(self.backend, "stream_many"):
+            replies = await self._batched_replies(messages, candidate_params, on_partial)
+        else:
+            replies = [await self._one_reply(messages, p, index, on_partial) for index, p in enumerate(candidate_params)]
         return ReplyResult(thread=self.display_thread(prompt), replies=replies, model=self.backend.name)
 
     def messages_for(self, prompt: ThreadPrompt, params: SamplingParams) -> list[dict[str, str]]:
@@ -152,6 +153,15 @@ class ReplyService:
     def post_process(self, raw: str) -> str:
         """Generated text -> what users see: special tokens and <think> gone, HK characters, masked."""
         return self.finish(clean_reply(raw, special_tokens=self.backend.special_tokens()))
+
+    async def _batched_replies(self, messages, params: list[SamplingParams], on_partial: PartialCallback | None) -> list[str]:
+        """All candidates as one batch (backends with `stream_many`, e.g. the MLX engine)."""
+        raw = [""] * len(params)
+        async for index, piece in self.backend.stream_many(messages, params):
+            raw[index] += piece
+            if on_partial is not None:
+                await on_partial(index, self.post_process(raw[index]))
+        return [self.post_process(text) for text in raw]
 
     async def _one_reply(self, messages, params: SamplingParams, index: int, on_partial: PartialCallback | None) -> str:
         raw = ""

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from core.backends.mlx_backend import MlxBackend
 from core.blas import preload_openblas
+from core.errors import ConfigError
 from core.generation import GenerationBackend
 from core.lihkg import LihkgClient
 from core.reply import ReplyService
@@ -17,9 +17,21 @@ from core.settings import Settings
 
 
 async def load_backend(settings: Settings) -> GenerationBackend:
-    """The model named by LILM_MODEL (+ LILM_ADAPTER), loaded on its worker thread."""
+    """LILM_BACKEND=mlx: the model named by LILM_MODEL (+ LILM_ADAPTER) on the batching engine's
+    worker thread. LILM_BACKEND=openai: a client of the server at LILM_OPENAI_BASE_URL."""
+    if settings.backend == "openai":
+        from core.backends.openai_backend import OpenAIBackend
+
+        return OpenAIBackend.from_settings(settings)
+    if settings.backend != "mlx":
+        raise ConfigError(f"LILM_BACKEND must be mlx or openai, got {settings.backend!r}")
     preload_openblas(settings.blas)
-    return await MlxBackend.load(settings.model, adapter_path=settings.adapter or None)
+    from core.backends.mlx_backend import MlxBackend
+    from core.engine import EngineConfig
+
+    return await MlxBackend.load(
+        settings.model, adapter_path=settings.adapter or None, config=EngineConfig.from_settings(settings)
+    )
 
 
 @asynccontextmanager

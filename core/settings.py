@@ -55,7 +55,7 @@ class Settings:
     telegram_rate_limit: int = field(default=5, metadata={"env": "TELEGRAM_RATE_LIMIT"})
     telegram_rate_window: float = field(default=60.0, metadata={"env": "TELEGRAM_RATE_WINDOW"})
     telegram_queue_size: int = field(default=20, metadata={"env": "TELEGRAM_QUEUE_SIZE"})
-    telegram_workers: int = field(default=1, metadata={"env": "TELEGRAM_WORKERS"})
+    telegram_workers: int = field(default=8, metadata={"env": "TELEGRAM_WORKERS"})
     telegram_max_candidates: int = field(default=3, metadata={"env": "TELEGRAM_MAX_CANDIDATES"})
     telegram_stream: str = field(default="auto", metadata={"env": "TELEGRAM_STREAM"})
     telegram_edit_interval: float = field(default=1.5, metadata={"env": "TELEGRAM_EDIT_INTERVAL"})
@@ -67,6 +67,15 @@ class Settings:
     telegram_webhook_listen: str = field(default="127.0.0.1", metadata={"env": "TELEGRAM_WEBHOOK_LISTEN"})
     telegram_webhook_port: int = field(default=8443, metadata={"env": "TELEGRAM_WEBHOOK_PORT"})
     telegram_webhook_secret: str = field(default="", metadata={"env": "TELEGRAM_WEBHOOK_SECRET", "secret": True})
+    # Serving: which backend generates, and the in-process engine's limits (core/engine.py).
+    backend: str = field(default="mlx", metadata={"env": "LILM_BACKEND"})
+    openai_base_url: str = field(default="", metadata={"env": "LILM_OPENAI_BASE_URL"})
+    openai_model: str = field(default="", metadata={"env": "LILM_OPENAI_MODEL"})
+    openai_api_key: str = field(default="", metadata={"env": "LILM_OPENAI_API_KEY", "secret": True})
+    generation_timeout: float = field(default=120.0, metadata={"env": "LILM_GENERATION_TIMEOUT"})
+    engine_max_batch: int = field(default=16, metadata={"env": "LILM_ENGINE_MAX_BATCH"})
+    engine_max_waiting: int = field(default=32, metadata={"env": "LILM_ENGINE_MAX_WAITING"})
+    engine_prefix_cache: bool = field(default=True, metadata={"env": "LILM_ENGINE_PREFIX_CACHE"})
 
     def __repr__(self) -> str:
         shown = []
@@ -124,6 +133,7 @@ def load_settings(env_file: str | os.PathLike | None = ".env", environ: dict | N
         chosen[f.name] = _convert(f.metadata["env"], raw, kinds[f.type])
     settings = Settings(**chosen)
     _validate(settings)
+    _validate_serving(settings)
     return settings
 
 
@@ -140,3 +150,16 @@ def _validate(s: Settings) -> None:
         raise ConfigError(f"LILM_TOP_P must be in (0, 1], got {s.top_p}")
     if s.lihkg_retries < 0 or s.lihkg_timeout <= 0:
         raise ConfigError("LIHKG_RETRIES must be >= 0 and LIHKG_TIMEOUT > 0")
+
+
+def _validate_serving(s: Settings) -> None:
+    if s.backend not in ("mlx", "openai"):
+        raise ConfigError(f"LILM_BACKEND must be mlx or openai, got {s.backend!r}")
+    if s.backend == "openai" and not s.openai_base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"LILM_OPENAI_BASE_URL must be an http(s) URL when LILM_BACKEND=openai, got {s.openai_base_url!r}")
+    if s.generation_timeout < 0:
+        raise ConfigError(f"LILM_GENERATION_TIMEOUT must be >= 0 (0 = no deadline), got {s.generation_timeout}")
+    if not s.candidates <= s.engine_max_batch <= 256:
+        raise ConfigError(f"LILM_ENGINE_MAX_BATCH must be in LILM_CANDIDATES..256, got {s.engine_max_batch}")
+    if s.engine_max_waiting < 0:
+        raise ConfigError(f"LILM_ENGINE_MAX_WAITING must be >= 0, got {s.engine_max_waiting}")

@@ -19,12 +19,16 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--out", default=str(DEFAULT_MODEL_DIR), help="output directory (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data split, init and batches")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
-    parser.set_defaults(func=run)
+    # lilm/cli.py dispatches through `args.run(args, settings)`.
+    parser.set_defaults(run=run)
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    """Build the model as the parsed options say; print a one-line summary. Returns 0."""
+def run(args: argparse.Namespace, settings: object = None) -> int:
+    """Build the model as the parsed options say; print a one-line summary. Returns 0.
+
+    `settings` is accepted for the `lilm` dispatcher and unused: the build has no tunables there.
+    """
     from pipeline.tiny_model import build_tiny_model  # pulls in mlx: only when the command runs
 
     result = build_tiny_model(args.out, preset=args.preset, seed=args.seed, steps=args.steps)

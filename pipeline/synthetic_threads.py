@@ -83,12 +83,12 @@ def _is_title(utterance: Utterance) -> bool:
 
 def _take_reply(
     utterances: Sequence[Utterance], start: int, *, avoid_speaker: str, min_chars: int, max_chars: int
-) -> tuple[str, int] | None:
+) -> str | None:
     """The next turn from a speaker other than `avoid_speaker` (or anyone, if none follows soon).
 
     Consecutive utterances of that speaker are joined until `min_chars` is reached.
-    Returns (reply, index after it), or None when the turn is shorter than `min_chars`
-    or longer than `max_chars` (a tiny model learns short replies best).
+    Returns None when the turn is shorter than `min_chars` or longer than `max_chars`
+    (a tiny model learns short replies best).
     """
     lookahead = utterances[start : start + 6]
     offset = next((i for i, u in enumerate(lookahead) if u.speaker != avoid_speaker), 0)
@@ -104,9 +104,7 @@ def _take_reply(
         parts.append(utterances[end].text)
         end += 1
     reply = "".join(parts)
-    if not min_chars <= len(reply) <= max_chars:
-        return None
-    return reply, end
+    return reply if min_chars <= len(reply) <= max_chars else None
 
 
 def threads_from_conversation(
@@ -114,7 +112,7 @@ def threads_from_conversation(
     *,
     rng: random.Random,
     max_content_utterances: int = 6,
-    min_reply_chars: int = 8,
+    min_reply_chars: int = 12,
     max_reply_chars: int = 80,
 ) -> list[SyntheticThread]:
     """Cut one conversation into threads, walking forward with a seeded stride."""
@@ -128,17 +126,16 @@ def threads_from_conversation(
             continue
         n_content = rng.randint(1, max_content_utterances)
         content_utts = utterances[i + 1 : i + 1 + n_content]
-        taken = _take_reply(
+        reply = _take_reply(
             utterances,
             i + 1 + len(content_utts),
             avoid_speaker=title_utt.speaker,
             min_chars=min_reply_chars,
             max_chars=max_reply_chars,
         )
-        if taken is None:
+        if reply is None:
             i += 1
             continue
-        reply, _ = taken
         title = title_utt.text.rstrip(TITLE_TRAILING)
         content = "\n".join(u.text for u in content_utts)
         category = pick_category(f"{title}\n{content}\n{reply}", rng)
@@ -178,7 +175,7 @@ def build_thread_split(
     seed: int = 0,
     held_out_fraction: float = 0.1,
     max_content_utterances: int = 6,
-    min_reply_chars: int = 8,
+    min_reply_chars: int = 12,
 ) -> ThreadSplit:
     """Seeded threads for every conversation, split by conversation.
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from core.prompt import SYSTEM_MESSAGE, build_messages, format_user_message
 from pipeline.hkcancor import Conversation, load_hkcancor
 from pipeline.synthetic_threads import SyntheticThread, build_thread_split
-from pipeline.tokenizer_build import IM_END, build_tokenizer
+from pipeline.tokenizer_build import IM_END, build_tokenizer, character_coverage_texts
 
 BUILD_INFO_FILE = "lilm_build.json"
 
@@ -29,11 +29,11 @@ BUILD_INFO_FILE = "lilm_build.json"
 class TinyConfig:
     """Model shape and training recipe; saved whole in lilm_build.json."""
 
-    hidden_size: int = 192
+    hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
     num_kv_heads: int = 2
-    intermediate_size: int = 512
+    intermediate_size: int = 384
     vocab_size: int = 6000  # requested; the trained tokenizer decides the final size
     rope_theta: float = 10000.0
     max_seq_len: int = 192  # training rows are cut to this many tokens
@@ -42,9 +42,10 @@ class TinyConfig:
     learning_rate: float = 2e-3
     warmup_steps: int = 100
     weight_decay: float = 0.05
-    lm_fraction: float = 0.5  # share of rows that are plain conversation text
-    eval_every: int = 250
-    disk_dtype: str = "float16"
+    lm_fraction: float = 0.6  # share of rows that are plain conversation text
+    eval_every: int = 200
+    eval_rows: int = 0  # held-out rows scored (0: all)
+    disk_dtype: str = "float32"  # float16 halves the size but generates ~3x slower on CPU
     held_out_fraction: float = 0.1
     seed: int = 0
 
@@ -54,7 +55,7 @@ PRESETS: dict[str, TinyConfig] = {
     # For tests: same pipeline, a smaller model and a few dozen steps.
     "quick": TinyConfig(
         hidden_size=128, num_layers=2, intermediate_size=352, vocab_size=2000,
-        max_seq_len=256, steps=40, batch_size=8, learning_rate=3e-3, warmup_steps=5, eval_every=0,
+        max_seq_len=256, steps=40, batch_size=8, learning_rate=3e-3, warmup_steps=5, eval_every=0, eval_rows=160,
     ),
 }
 
@@ -81,14 +82,14 @@ class TinyBuildResult:
     parameters: int
     vocab_size: int
     train_threads: int
-    held_out_threads: int
+    held_out_threads: int  # scored held-out threads
     lm_rows: int
     trained_tokens: int
     random_init_held_out_loss: float
     final_train_loss: float
     final_held_out_loss: float
     seconds: float
-    disk_bytes: int
+    disk_bytes: int  # weights, config and tokenizer (everything but lilm_build.json)
     history: list[TrainProgress] = field(default_factory=list, repr=False)
 
 
@@ -113,7 +114,8 @@ def model_config(cfg: TinyConfig, *, vocab_size: int, im_end_id: int, endoftext_
         "vocab_size": vocab_size,
         "rms_norm_eps": 1e-6,
         "rope_theta": cfg.rope_theta,
-        "max_position_embeddings": 2048,
+        # The longest context seen in training: prompts beyond it get much worse replies.
+        "max_position_embeddings": cfg.max_seq_len,
         "tie_word_embeddings": True,
         "eos_token_id": [im_end_id, endoftext_id],
         "bos_token_id": None,
@@ -128,7 +130,9 @@ def chat_row(thread: SyntheticThread, tokenizer, *, max_len: int) -> Row:
     The prompt is encoded exactly as at inference (generation prompt included), then the
     reply tokens and the end-of-turn token follow.
     """
-    count = lambda text: len(tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
+    def count(text: str) -> int:
+        return len(tokenizer.encode(text, add_special_tokens=False))
+
     messages = build_messages(
         thread.category, thread.title, thread.content, count_tokens=count, budget=max_len, reply=thread.reply
     )
@@ -316,18 +320,59 @@ def train(
 
 
 def tokenizer_texts(conversations: Sequence[Conversation], threads: Sequence[SyntheticThread]) -> list[str]:
-    """What the tokenizer learns from: conversation text plus the prompt text the model sees."""
-    prompts = [SYSTEM_MESSAGE + "\n" + format_user_message(t.category, t.title, t.content) for t in threads]
-    return [c.text for c in conversations] + prompts
+    """What the tokenizer learns from: conversation text, the prompt text the model sees, and
+    every character once more on its own so each becomes a whole token."""
+    texts = [c.text for c in conversations]
+    texts += [SYSTEM_MESSAGE + "\n" + format_user_message(t.category, t.title, t.content) for t in threads]
+    return texts + character_coverage_texts(texts)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse early to overwrite anything but an earlier build of ours."""
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / BUILD_INFO_FILE).exists():
+        raise FileExistsError(f"{out_dir} exists and is not a tiny-model build ({BUILD_INFO_FILE} missing)")
 
 
 def _replace_dir(staging: Path, out_dir: Path) -> None:
-    """Move a finished build into place; only ever deletes an earlier build of ours."""
+    _check_out_dir(out_dir)
     if out_dir.exists():
-        if any(out_dir.iterdir()) and not (out_dir / BUILD_INFO_FILE).exists():
-            raise FileExistsError(f"{out_dir} exists and is not a tiny-model build ({BUILD_INFO_FILE} missing)")
         shutil.rmtree(out_dir)
     staging.rename(out_dir)
+
+
+@dataclass(frozen=True)
+class _BuildData:
+    model_config: dict
+    pad_id: int
+    chat_train: list[Row]
+    chat_held: list[Row]
+    text_train: list[Row]
+    held_out_conversations: list[str]
+    train_threads: int
+
+
+def _prepare(cfg: TinyConfig, staging: Path, conversations: Sequence[Conversation], log) -> _BuildData:
+    """Threads, tokenizer (saved into `staging` with config.json) and encoded training rows."""
+    from mlx_lm.utils import load_tokenizer, save_config
+
+    split = build_thread_split(conversations, seed=cfg.seed, held_out_fraction=cfg.held_out_fraction)
+    log(f"data: {len(split.train)} train / {len(split.held_out)} held-out threads "
+        f"from {len(split.train_conversations)} / {len(split.held_out_conversations)} conversations")
+    texts = tokenizer_texts(split.train_conversations, split.train)
+    _, built = build_tokenizer(texts, staging, vocab_size=cfg.vocab_size)
+    config = model_config(cfg, vocab_size=built.vocab_size, im_end_id=built.im_end_id, endoftext_id=built.endoftext_id)
+    save_config(dict(config), staging / "config.json")
+    # Load back the way runtime does, so rows are encoded by the runtime tokenizer itself.
+    tokenizer = load_tokenizer(staging, eos_token_ids=config["eos_token_id"])
+    return _BuildData(
+        model_config=config,
+        pad_id=built.endoftext_id,
+        chat_train=[chat_row(t, tokenizer, max_len=cfg.max_seq_len) for t in split.train],
+        chat_held=[chat_row(t, tokenizer, max_len=cfg.max_seq_len) for t in split.held_out[: cfg.eval_rows or None]],
+        text_train=text_rows(split.train_conversations, tokenizer, chunk_len=cfg.max_seq_len // 2),
+        held_out_conversations=[c.name for c in split.held_out_conversations],
+        train_threads=len(split.train),
+    )
 
 
 def build_tiny_model(
@@ -351,7 +396,7 @@ def build_tiny_model(
     import numpy as np
     from mlx.utils import tree_flatten, tree_map
     from mlx_lm.models.qwen2 import Model, ModelArgs
-    from mlx_lm.utils import load_tokenizer, save_config, save_model
+    from mlx_lm.utils import save_model
 
     if config is None:
         if preset not in PRESETS:
@@ -360,38 +405,19 @@ def build_tiny_model(
     cfg = replace(config, seed=seed, steps=steps or config.steps, batch_size=batch_size or config.batch_size)
     began = time.perf_counter()
     out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
     staging = out_dir.with_name(out_dir.name + ".building")
     if staging.exists():
         shutil.rmtree(staging)
 
-    conversations = list(conversations) if conversations is not None else load_hkcancor()
-    split = build_thread_split(conversations, seed=cfg.seed, held_out_fraction=cfg.held_out_fraction)
-    log(f"data: {len(split.train)} train / {len(split.held_out)} held-out threads "
-        f"from {len(split.train_conversations)} / {len(split.held_out_conversations)} conversations")
-
-    _, tok_build = build_tokenizer(
-        tokenizer_texts(split.train_conversations, split.train), staging, vocab_size=cfg.vocab_size
-    )
-    model_cfg = model_config(
-        cfg, vocab_size=tok_build.vocab_size, im_end_id=tok_build.im_end_id, endoftext_id=tok_build.endoftext_id
-    )
-    save_config(dict(model_cfg), staging / "config.json")
-    # Load back the way runtime does, so rows are encoded by the runtime tokenizer itself.
-    tokenizer = load_tokenizer(staging, eos_token_ids=model_cfg["eos_token_id"])
-    pad_id = tok_build.endoftext_id
-    chat_train = [chat_row(t, tokenizer, max_len=cfg.max_seq_len) for t in split.train]
-    chat_held = [chat_row(t, tokenizer, max_len=cfg.max_seq_len) for t in split.held_out]
-    text_train = text_rows(split.train_conversations, tokenizer, chunk_len=cfg.max_seq_len // 2)
-
+    data = _prepare(cfg, staging, list(conversations) if conversations is not None else load_hkcancor(), log)
     mx.random.seed(cfg.seed)
-    model = Model(ModelArgs.from_dict(model_cfg))
+    model = Model(ModelArgs.from_dict(data.model_config))
     mx.eval(model.parameters())
     n_params = sum(v.size for _, v in tree_flatten(model.parameters()))
-    log(f"model: {n_params / 1e6:.2f}M parameters, vocab {tok_build.vocab_size}, "
-        f"{len(chat_train)} chat rows + {len(text_train)} text rows")
-
-    random_loss = evaluate(model, chat_held, pad_id=pad_id)
-    batches = batch_order(chat_train, text_train, cfg, np.random.default_rng(cfg.seed))
+    log(f"model: {n_params / 1e6:.2f}M parameters, vocab {data.model_config['vocab_size']}, "
+        f"{len(data.chat_train)} chat rows + {len(data.text_train)} text rows")
+    random_loss = evaluate(model, data.chat_held, pad_id=data.pad_id)
 
     def report(p: TrainProgress) -> None:
         held = f" held-out {p.held_out_loss:.3f}" if p.held_out_loss is not None else ""
@@ -400,28 +426,28 @@ def build_tiny_model(
         if on_progress:
             on_progress(p)
 
-    history, trained_tokens = train(model, batches, cfg, pad_id=pad_id, held_out=chat_held, on_progress=report)
-    # Same metric on both sides: reply-token loss on an equal number of train threads.
-    train_sample = chat_train[:: max(1, len(chat_train) // max(1, len(chat_held)))]
-    final_train = evaluate(model, train_sample, pad_id=pad_id)
-    final_held = evaluate(model, chat_held, pad_id=pad_id)
+    batches = batch_order(data.chat_train, data.text_train, cfg, np.random.default_rng(cfg.seed))
+    history, trained_tokens = train(model, batches, cfg, pad_id=data.pad_id, held_out=data.chat_held, on_progress=report)
+    # Same metric on both sides: reply-token loss on as many train threads as held-out ones.
+    train_sample = data.chat_train[:: max(1, len(data.chat_train) // max(1, len(data.chat_held)))]
+    final_train = evaluate(model, train_sample, pad_id=data.pad_id)
+    final_held = evaluate(model, data.chat_held, pad_id=data.pad_id)
 
     model.update(tree_map(lambda w: w.astype(getattr(mx, cfg.disk_dtype)), model.parameters()))
     save_model(staging, model)
-    disk_bytes = sum(p.stat().st_size for p in staging.iterdir())
     result = TinyBuildResult(
-        out_dir=out_dir, config=cfg, parameters=n_params, vocab_size=tok_build.vocab_size,
-        train_threads=len(split.train), held_out_threads=len(split.held_out), lm_rows=len(text_train),
+        out_dir=out_dir, config=cfg, parameters=n_params, vocab_size=data.model_config["vocab_size"],
+        train_threads=data.train_threads, held_out_threads=len(data.chat_held), lm_rows=len(data.text_train),
         trained_tokens=trained_tokens, random_init_held_out_loss=random_loss, final_train_loss=final_train,
-        final_held_out_loss=final_held, seconds=time.perf_counter() - began, disk_bytes=disk_bytes, history=history,
+        final_held_out_loss=final_held, seconds=time.perf_counter() - began,
+        disk_bytes=sum(p.stat().st_size for p in staging.iterdir()), history=history,
     )
     info = {k: v for k, v in asdict(result).items() if k not in {"out_dir", "history"}}
-    info["config"] = asdict(cfg)
-    info["held_out_conversations"] = [c.name for c in split.held_out_conversations]
+    info["held_out_conversations"] = data.held_out_conversations
     info["loss_curve"] = [asdict(p) for p in history]
     (staging / BUILD_INFO_FILE).write_text(json.dumps(info, ensure_ascii=False, indent=2), encoding="utf-8")
     _replace_dir(staging, out_dir)
-    log(f"saved {out_dir} ({disk_bytes / 1e6:.1f} MB) in {result.seconds:.0f}s: held-out loss "
+    log(f"saved {out_dir} ({result.disk_bytes / 1e6:.1f} MB) in {result.seconds:.0f}s: held-out loss "
         f"{final_held:.3f} (random init {random_loss:.3f}), train {final_train:.3f}")
     return result
 

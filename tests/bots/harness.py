@@ -8,6 +8,7 @@ fake, the application's shared state and the virtual time the bot waits in.
 from __future__ import annotations
 
 import asyncio
+import time as time_module
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -41,6 +42,17 @@ class VirtualTime:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class RealTime(VirtualTime):
+    """Real waiting (for soaks, where instant virtual waits would turn off all throttling)."""
+
+    def clock(self) -> float:
+        return time_module.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        await asyncio.sleep(seconds)
 
 
 @dataclass
@@ -100,6 +112,12 @@ class Bot:
             if loop.time() > deadline:
                 raise TimeoutError(f"bot not idle: {self.api.pending_updates} updates, {len(self.state.tasks)} tasks")
             await asyncio.sleep(0.01)
+
+    async def first_reply(self, message: dict, timeout: float = 30.0) -> SentMessage:
+        """The bot's first reply to a user's message, as soon as it exists."""
+        chat_id = message["chat"]["id"]
+        replies = await self.api.wait_for(lambda: self.api.replies_to(chat_id, message["message_id"]), timeout, "a reply")
+        return replies[0]
 
     async def answer(self, message: dict, timeout: float = 30.0) -> SentMessage:
         """The bot's (single) reply to a user's message, once the bot has settled."""

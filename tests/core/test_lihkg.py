@@ -232,7 +232,13 @@ async def test_slow_answers_time_out_after_retries(server, sleeps) -> None:
         with pytest.raises(LihkgTimeout) as caught:
             await client.fetch_thread(3699748)
     assert caught.value.user_message == LihkgTimeout.user_message
-    assert len(server.requests) == 2 and len(sleeps.waits) == 1
+    assert len(sleeps.waits) == 1
+    # The server may record the second (abandoned) request a moment after the client gave up.
+    for _ in range(100):
+        if len(server.requests) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert len(server.requests) == 2
 
 
 async def test_one_slow_answer_is_retried(server, sleeps) -> None:

@@ -39,7 +39,9 @@ def test_stream_yields_text_and_respects_max_tokens(backend_loop):
     pieces, backend = run(backend_loop, go)
     text = "".join(pieces)
     assert text
-    assert backend.count_tokens(text) <= 14  # detokenized pieces may re-merge differently by a token or two
+    # Detokenized pieces may re-merge differently by a token or two; a stray byte token comes
+    # out as U+FFFD, which re-encodes as several tokens, so those are left out of the count.
+    assert backend.count_tokens(text.replace("\ufffd", "")) <= 14
 
 
 def test_same_seed_same_reply_different_seed_differs(backend_loop):

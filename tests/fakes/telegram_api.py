@@ -22,111 +22,25 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl
 
-from tests.fakes.telegram_entities import MAX_TEXT_UTF16, Entity, EntityParseError, detect_entities, parse_html, utf16_len
+from tests.fakes.telegram_entities import (
+    MAX_TEXT_UTF16,
+    Entity,
+    EntityParseError,
+    detect_entities,
+    parse_html,
+    utf16_len,
+)
+from tests.fakes.telegram_types import ApiCall, ApiError, Chat, Fault, SentMessage, User
 
 __all__ = ["ApiCall", "Chat", "FakeBotApi", "Fault", "SentMessage", "User"]
 
 BOT_ID = 7_000_000_001
 _RAW_STRING_PARAMS = frozenset({"text", "caption", "parse_mode", "action", "url", "secret_token", "language_code"})
 _NOT_MODIFIED = "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message"
-
-
-@dataclass(frozen=True)
-class User:
-    id: int
-    first_name: str
-    username: str | None = None
-    is_bot: bool = False
-
-    def to_json(self) -> dict:
-        data = {"id": self.id, "is_bot": self.is_bot, "first_name": self.first_name}
-        if self.username:
-            data["username"] = self.username
-        return data
-
-
-@dataclass(frozen=True)
-class Chat:
-    id: int
-    type: str  # private, group, supergroup
-    title: str | None = None
-    is_forum: bool = False
-
-    def to_json(self) -> dict:
-        data: dict[str, Any] = {"id": self.id, "type": self.type}
-        if self.title:
-            data["title"] = self.title
-        if self.is_forum:
-            data["is_forum"] = True
-        return data
-
-
-@dataclass(frozen=True)
-class Fault:
-    """An error answer. `times=None`: every matching call; `when(params)` narrows the calls."""
-
-    status: int
-    description: str
-    retry_after: int | None = None
-    times: int | None = 1
-    when: Callable[[dict], bool] | None = None
-
-    @classmethod
-    def retry_after_seconds(cls, seconds: int, **options: Any) -> Fault:
-        return cls(429, f"Too Many Requests: retry after {seconds}", retry_after=seconds, **options)
-
-    @classmethod
-    def cant_parse_entities(cls, **options: Any) -> Fault:
-        return cls(400, "Bad Request: can't parse entities: Unsupported start tag \"x\" at byte offset 0", **options)
-
-    @classmethod
-    def bad_request(cls, description: str, **options: Any) -> Fault:
-        return cls(400, f"Bad Request: {description}", **options)
-
-    @classmethod
-    def blocked(cls, **options: Any) -> Fault:
-        return cls(403, "Forbidden: bot was blocked by the user", **options)
-
-    def answer(self) -> tuple[int, dict]:
-        body: dict[str, Any] = {"ok": False, "error_code": self.status, "description": self.description}
-        if self.retry_after is not None:
-            body["parameters"] = {"retry_after": self.retry_after}
-        return self.status, body
-
-
-@dataclass
-class ApiCall:
-    """One request the bot made: method, decoded parameters, when (monotonic) and the status."""
-
-    method: str
-    params: dict
-    at: float
-    status: int = 0
-
-
-@dataclass
-class SentMessage:
-    """A message the bot sent; `versions` holds its visible text after each send/edit."""
-
-    chat_id: int
-    message_id: int
-    text: str
-    entities: list[Entity]
-    thread_id: int | None
-    reply_to: int | None
-    params: dict
-    versions: list[str] = field(default_factory=list)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, description: str) -> None:
-        super().__init__(description)
-        self.status, self.description = status, description
 
 
 class FakeBotApi:
@@ -178,7 +92,7 @@ class FakeBotApi:
         self._httpd.server_close()
         self._httpd = None
 
-    def __enter__(self) -> FakeBotApi:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -312,6 +226,7 @@ class FakeBotApi:
             call.status = 200
             return 200, {"ok": True, "result": result}
         finally:
+            call.done = time.monotonic()
             self._leave_flight(key)
 
     def _api_getMe(self, params: dict) -> dict:
@@ -517,6 +432,7 @@ def _decode_params(body: bytes, content_type: str) -> dict:
 
 class _QuietHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # socketserver's 5 drops connects in a burst: 1 s SYN retries
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # the bot hanging up on a long poll when it stops is normal
@@ -524,6 +440,7 @@ class _QuietHTTPServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as with the real API
+    disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stalls
     server_version = "FakeBotAPI/1.0"
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -545,7 +462,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             params = _decode_params(body, self.headers.get("Content-Type") or "")
             status, payload = fake._handle(token, method, params)
-        except Exception as error:  # a bug in the fake must show up as a failed call, not a hang
+        except Exception as error:  # noqa: BLE001 - a bug in the fake must fail the call, not hang it
             status, payload = 500, {"ok": False, "error_code": 500, "description": f"fake Bot API error: {error!r}"}
         data = json.dumps(payload, ensure_ascii=False).encode()
         self.send_response(status)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from core.blas import preload_openblas
 from pipeline.hkcancor import load_hkcancor
 from pipeline.tokenizer_build import (
     CHAT_TEMPLATE,
@@ -36,6 +37,7 @@ def built(tmp_path_factory):
     tokenizer, info = build_tokenizer(slice_texts(), out, vocab_size=1200)
     # mlx-lm decides the tokenizer class from the model config, as for the real model dir.
     (out / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+    preload_openblas()  # must precede the first mlx import of the session to matter
     from mlx_lm.utils import load_tokenizer
 
     wrapper = load_tokenizer(out, eos_token_ids=[info.im_end_id, info.endoftext_id])
@@ -114,3 +116,29 @@ def test_training_is_deterministic():
     texts = slice_texts()
     first = train_tokenizer(texts, vocab_size=800).to_str()
     assert train_tokenizer(texts, vocab_size=800).to_str() == first
+
+
+def test_character_coverage_makes_every_seen_character_one_token():
+    from pipeline.tokenizer_build import character_coverage_texts
+
+    texts = slice_texts()
+    chars = {ch for text in texts for ch in text if not ch.isascii() and not ch.isspace()}
+    plain = train_tokenizer(texts, vocab_size=1500)
+    covered = train_tokenizer(texts + character_coverage_texts(texts), vocab_size=1500)
+    split_plain = [ch for ch in chars if len(plain.encode(ch).ids) > 1]
+    split_covered = [ch for ch in chars if len(covered.encode(ch).ids) > 1]
+    assert split_plain and not split_covered
+    # So the text itself encodes without a single partial-character token.
+    ids = covered.encode("\n".join(texts)).ids
+    assert all("\ufffd" not in covered.decode([i]) for i in ids)
+
+
+def test_no_token_straddles_a_character_boundary(built):
+    from pipeline.tokenizer_build import byte_alphabet, stays_within_characters
+
+    tokenizer, _, _ = built
+    to_byte = byte_alphabet()
+    # Single bytes (the base alphabet) stay, including ones UTF-8 never uses.
+    tokens = [t for t in tokenizer.get_vocab() if t not in SPECIAL_TOKENS and len(t) > 1]
+    assert len(tokens) > 600
+    assert all(stays_within_characters(bytes(to_byte[ch] for ch in t)) for t in tokens)
