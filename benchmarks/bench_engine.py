@@ -219,24 +219,28 @@ async def prompt_caching(args, chats) -> None:
     from core.engine import EngineConfig
     from core.generation import SamplingParams
 
-    short = SamplingParams(max_tokens=8, **SAMPLING)
     print("\n[5] prompt caching")
-    results = {}
-    for label, cached in (("prefix cache on", True), ("prefix cache off", False)):
-        engine = await MlxBackend.load(args.model, config=EngineConfig(prefix_cache=cached, timeout=None))
-        engine.tokenizer.eos_token_ids = set()
-        try:
-            await _reply(engine, chats[0], short)
-            before = engine.stats().prompt_tokens
-            firsts = []
+    cached = await MlxBackend.load(args.model, config=EngineConfig(prefix_cache=True, timeout=None))
+    uncached = await MlxBackend.load(args.model, config=EngineConfig(prefix_cache=False, timeout=None))
+    first_token = SamplingParams(max_tokens=1, temperature=0.0)
+    try:
+        for label, repeat in (("default system message", 1), ("8x longer system message", 8)):
+            prompts = [[{"role": "system", "content": c[0]["content"] * repeat}, c[1]] for c in chats]
+            prompt = cached.prompt_tokens(prompts[0])
+            prefix = cached.system_prefix_len(prompts[0], prompt)
+            for engine in (cached, uncached):
+                await _reply(engine, prompts[0], first_token)
+            times: dict[str, list[float]] = {"on": [], "off": []}
             for _ in range(args.rounds):
-                for messages in chats:
-                    firsts.append((await _reply(engine, messages, short))[0])
-            results[label] = (statistics.median(firsts), engine.stats().prompt_tokens - before)
-        finally:
-            await engine.aclose()
-    for label, (ttft, tokens) in results.items():
-        print(f"    {label:17}: sequential requests, TTFT p50 {ttft * 1000:.1f} ms, prompt tokens computed {tokens}")
+                for messages in prompts:  # interleaved, so both see the same load
+                    times["on"].append((await _reply(cached, messages, first_token))[1])
+                    times["off"].append((await _reply(uncached, messages, first_token))[1])
+            on, off = statistics.median(times["on"]), statistics.median(times["off"])
+            print(f"    {label} ({prefix} of {len(prompt)} prompt tokens): time to first token"
+                  f" {on * 1000:.1f} ms cached vs {off * 1000:.1f} ms not ({off / on:.2f}x)")
+    finally:
+        await cached.aclose()
+        await uncached.aclose()
 
     engine = await MlxBackend.load(args.model, config=EngineConfig(timeout=None))
     engine.tokenizer.eos_token_ids = set()

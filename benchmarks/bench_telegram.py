@@ -62,7 +62,8 @@ async def run(args) -> None:
         async with LihkgClient(lihkg_server.base_url, device_id="a" * 40, retries=0) as lihkg:
             service = ReplyService.from_settings(defaults, backend=backend, fetcher=lihkg)
             service.masker = masker
-            async with running_bot(api, service, env={"TELEGRAM_RATE_LIMIT": "0"}, time=RealTime()) as bot:
+            env = {"TELEGRAM_RATE_LIMIT": "0", "TELEGRAM_STREAM_HOLD": str(defaults.telegram_stream_hold)}  # else defaults
+            async with running_bot(api, service, env=env, time=RealTime()) as bot:
                 print(f"model {Path(args.model).name}, max_tokens {defaults.max_tokens}, {args.chat} chats, streaming {bot.state.settings.telegram_stream}")
                 for chats, rounds in ((1, args.rounds), (8, max(2, args.rounds // 4))):
                     await one_round(api, bot, chats, thread_ids, args.chat)  # warm-up (kernels, connections)

@@ -107,6 +107,9 @@ class Outbox:
         self._draft_id = to.reply_to or 1
         self._sleep = state.sleep
         self._final_sent: tuple[View, int] | None = None
+        self._clock = state.clock
+        self._hold = 0.0 if drafts else state.settings.telegram_stream_hold
+        self._hold_until: float | None = None
         self._draft_interval = state.settings.telegram_draft_interval
         self._edit_interval = state.edit_interval(group)
         self._edits: ThrottledEdits[View] = ThrottledEdits(
@@ -121,6 +124,12 @@ class Outbox:
         self._edits.update(View((Span(line),), "notice"))
 
     def show(self, spans: Sequence[Span]) -> None:
+        """Stream partial text; with edits, only once the reply has taken `hold` seconds, so
+        a quick reply arrives whole as one message."""
+        if self._hold_until is None:
+            self._hold_until = self._clock() + self._hold
+        if self.message_id is None and self._clock() < self._hold_until:
+            return
         self._edits.update(View(tuple(spans), "partial"))
 
     async def finish(self, spans: Sequence[Span]) -> None:

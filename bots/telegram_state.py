@@ -184,8 +184,9 @@ def check_settings(settings: Settings) -> None:
         raise ConfigError(f"TELEGRAM_WORKERS must be >= 1 and TELEGRAM_QUEUE_SIZE in 0..{MAX_QUEUE_SIZE}")
     if not 1 <= s.telegram_max_candidates <= 8:
         raise ConfigError(f"TELEGRAM_MAX_CANDIDATES must be in 1..8, got {s.telegram_max_candidates}")
-    if min(s.telegram_edit_interval, s.telegram_group_edit_interval, s.telegram_draft_interval, s.telegram_rate_window) < 0:
-        raise ConfigError("TELEGRAM_*_INTERVAL and TELEGRAM_RATE_WINDOW must be >= 0")
+    waits = (s.telegram_edit_interval, s.telegram_group_edit_interval, s.telegram_draft_interval, s.telegram_stream_hold)
+    if min(*waits, s.telegram_rate_window) < 0:
+        raise ConfigError("TELEGRAM_*_INTERVAL, TELEGRAM_STREAM_HOLD and TELEGRAM_RATE_WINDOW must be >= 0")
     if s.telegram_webhook_url:
         check_webhook(s)
 

@@ -61,6 +61,7 @@ class Settings:
     telegram_edit_interval: float = field(default=1.5, metadata={"env": "TELEGRAM_EDIT_INTERVAL"})
     telegram_group_edit_interval: float = field(default=3.0, metadata={"env": "TELEGRAM_GROUP_EDIT_INTERVAL"})
     telegram_draft_interval: float = field(default=0.5, metadata={"env": "TELEGRAM_DRAFT_INTERVAL"})
+    telegram_stream_hold: float = field(default=1.0, metadata={"env": "TELEGRAM_STREAM_HOLD"})
     telegram_link_preview: str = field(default="off", metadata={"env": "TELEGRAM_LINK_PREVIEW"})
     telegram_group_all_links: bool = field(default=True, metadata={"env": "TELEGRAM_GROUP_ALL_LINKS"})
     telegram_webhook_url: str = field(default="", metadata={"env": "TELEGRAM_WEBHOOK_URL"})

@@ -75,8 +75,10 @@ class GatedBackend(ScriptedBackend):
 
 
 def telegram_settings(api: FakeBotApi, **env: str) -> Settings:
-    """Settings for a bot talking to `api`; `env` overrides (TELEGRAM_RATE_LIMIT="1", ...)."""
-    return load_settings(env_file=None, environ={"TELEGRAM_BOT_TOKEN": api.token, "TELEGRAM_BASE_URL": api.base_url, **env})
+    """Settings for a bot talking to `api`; `env` overrides (TELEGRAM_RATE_LIMIT="1", ...).
+    Streaming by edits starts at once unless a test sets TELEGRAM_STREAM_HOLD."""
+    base = {"TELEGRAM_BOT_TOKEN": api.token, "TELEGRAM_BASE_URL": api.base_url, "TELEGRAM_STREAM_HOLD": "0"}
+    return load_settings(env_file=None, environ={**base, **env})
 
 
 @dataclass

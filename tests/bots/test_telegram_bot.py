@@ -270,3 +270,12 @@ async def test_shutdown_ends_open_requests_with_a_line(api, lihkg, masker):
     assert [m.text for m in api.replies_to(ann.id, message["message_id"])] == ["bot 重新啟動緊，遲啲再試下。"]
     assert state.queue.running == 0 and not state.tasks
     await asyncio.sleep(0)
+
+
+async def test_a_quick_reply_in_a_group_arrives_whole_without_edits(api, service):
+    ann = api.user(1, "Ann")
+    group = api.group(-1001)
+    async with running_bot(api, service, env={"TELEGRAM_STREAM_HOLD": "1"}) as bot:  # the virtual clock stands still
+        reply = await bot.answer(api.send(group, ann, f"/lihkg {LINK}"))
+    assert reply.text.endswith(SHOWN_REPLY) and reply.versions == [reply.text]
+    assert api.calls_to("editMessageText") == []
