@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from hypothesis import example, given
@@ -159,10 +158,10 @@ def test_canonical_url_and_validation() -> None:
     ],
     ids=["letters", "paths", "schemes", "www", "long-query", "long-id", "repeated-valid", "long-short-ids"],
 )
+@pytest.mark.timeout(60)
 def test_linear_time_on_huge_input(junk: str) -> None:
-    started = time.perf_counter()
+    # Backtracking would make this hours long; the timeout fails it, no clock is asserted.
     find_links(junk)
-    assert time.perf_counter() - started < 1.0
 
 
 # --- properties ---------------------------------------------------------------------------

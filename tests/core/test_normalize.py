@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 from hypothesis import given
@@ -91,10 +90,10 @@ def test_clean_reply_removes_given_special_tokens() -> None:
     ["<think>" * 100_000, "</think>" * 100_000, "<|" * 200_000, "<|" + "a" * 500_000, "\n \n" * 200_000],
     ids=["opens", "closes", "token-starts", "unclosed-token", "blank-lines"],
 )
+@pytest.mark.timeout(60)
 def test_linear_time(junk: str) -> None:
-    started = time.perf_counter()
+    # Backtracking would make this hours long; the timeout fails it, no clock is asserted.
     clean_reply(junk)
-    assert time.perf_counter() - started < 2.0
 
 
 PIECES = ["<think>", "</think>", "<|im_end|>", "好", "a", "\n", " ", "\r\n", "\ufffd", "<", "|", ">"]
