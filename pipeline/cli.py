@@ -29,7 +29,8 @@ def run(args: argparse.Namespace, settings: object = None) -> int:
 
     `settings` is accepted for the `lilm` dispatcher and unused: the build has no tunables there.
     """
-    from pipeline.tiny_model import build_tiny_model  # pulls in mlx: only when the command runs
+    # Imported here: it pulls in mlx, which only this command needs.
+    from pipeline.tiny_model import build_tiny_model
 
     result = build_tiny_model(args.out, preset=args.preset, seed=args.seed, steps=args.steps)
     print(

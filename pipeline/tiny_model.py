@@ -201,7 +201,7 @@ def make_batch(rows: Sequence[Row], *, pad_id: int, multiple: int = 32) -> Batch
 def masked_loss(model, inputs, positions, targets, weights):
     """Mean cross-entropy over the scored positions, and their count."""
     import mlx.core as mx
-    import mlx.nn as nn
+    from mlx import nn
 
     hidden = model.model(inputs)
     hidden = hidden.reshape(-1, hidden.shape[-1])[positions]
@@ -272,8 +272,8 @@ def train(
 ) -> tuple[list[TrainProgress], int]:
     """AdamW over `batches` (one step each); returns the progress history and tokens trained."""
     import mlx.core as mx
-    import mlx.nn as nn
     import mlx.optimizers as optim
+    from mlx import nn
 
     schedule = learning_rate_schedule(cfg)
     optimizer = optim.AdamW(learning_rate=schedule, weight_decay=cfg.weight_decay)

@@ -16,7 +16,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import (
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    trainers,
+)
 
 # Qwen2's pre-tokenization pattern (contractions, letter runs with one leading symbol,
 # single digits, punctuation runs, newlines, spaces). Must match transformers' constant.
@@ -146,11 +154,11 @@ def align_to_characters(tokenizer: Tokenizer, *, vocab_size: int) -> Tokenizer:
         token = left + right
         if len(keep) >= vocab_size:
             break
-        if left in known and right in known and token not in known:
-            if stays_within_characters(bytes(to_byte[ch] for ch in token)):
-                merges.append((left, right))
-                keep.append(token)
-                known.add(token)
+        usable = left in known and right in known and token not in known
+        if usable and stays_within_characters(bytes(to_byte[ch] for ch in token)):
+            merges.append((left, right))
+            keep.append(token)
+            known.add(token)
     aligned = qwen2_pipeline_tokenizer(vocab={token: i for i, token in enumerate(keep)}, merges=merges)
     aligned.add_special_tokens(list(SPECIAL_TOKENS))
     return aligned

@@ -40,7 +40,7 @@ def test_chat_row_scores_only_the_reply_and_im_end(runtime_tokenizer):
 
     tok = runtime_tokenizer
     row = chat_row(THREAD, tok, max_len=256)
-    count = lambda s: len(tok.encode(s, add_special_tokens=False))  # noqa: E731
+    count = lambda s: len(tok.encode(s, add_special_tokens=False))
     messages = build_messages(THREAD.category, THREAD.title, THREAD.content, count_tokens=count, budget=2048)
     prompt = list(tok.apply_chat_template(messages, add_generation_prompt=True))
     # Targets are tokens[1:]; index loss_from is the first scored target.

@@ -94,8 +94,8 @@ def test_chat_template_renders_chatml_with_generation_prompt(built):
     assert text == "<|im_start|>system\n系統<|im_end|>\n<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n"
     without = wrapper.apply_chat_template(messages, add_generation_prompt=False, tokenize=False)
     assert not without.endswith("assistant\n")
-    ids = wrapper.apply_chat_template(messages, add_generation_prompt=True)
-    assert list(ids)[0] == info.im_start_id and list(ids).count(info.im_end_id) == 2
+    ids = list(wrapper.apply_chat_template(messages, add_generation_prompt=True))
+    assert ids[0] == info.im_start_id and ids.count(info.im_end_id) == 2
 
 
 def test_stop_and_pad_tokens(built):
