@@ -269,8 +269,12 @@ async def _produce(state: BotState, out: Outbox, request: LinkRequest, ticket: T
     typing = asyncio.create_task(_keep_typing(out.bot, out.to))
     try:
         async with asyncio.timeout(state.reply_deadline):  # a stuck model must not hang the chat
-            result = await state.service_for(prefs.style).reply_to_prompt(
-                prompt, n=prefs.candidates, params=state.sampling_for(prefs), on_partial=on_partial
+            result = await state.service.reply_to_prompt(
+                prompt,
+                n=prefs.candidates,
+                params=state.sampling_for(prefs),
+                system=state.system_for(prefs),
+                on_partial=on_partial,
             )
     except TimeoutError:
         raise GenerationTimeout(f"no reply within {state.reply_deadline:.0f} s") from None

@@ -60,7 +60,6 @@ class BotState:
     read_all_group_messages: bool = False
     drafts: bool = True  # turned off if the Bot API has no sendMessageDraft
     tasks: set[asyncio.Task] = field(default_factory=set)  # answers and lines being sent
-    _styled: dict[str, ReplyService] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings, service: ReplyService, *, sleep: Sleep = asyncio.sleep, clock: Clock = time.monotonic) -> BotState:
@@ -116,24 +115,9 @@ class BotState:
         self.notices.record(user_id)
         return True
 
-    def service_for(self, style: str) -> ReplyService:
-        """The reply service with the chat's style of system message (shares model and client)."""
-        system = find_style(style).system
-        if system is None:
-            return self.service
-        if style not in self._styled:
-            base = self.service
-            self._styled[style] = ReplyService(
-                backend=base.backend,
-                fetcher=base.fetcher,
-                masker=base.masker,
-                params=base.params,
-                candidates=base.candidates,
-                system_message=system,
-                prompt_budget=base.prompt_budget,
-                emoji_style=base.emoji_style,
-            )
-        return self._styled[style]
+    def system_for(self, prefs: ChatPreferences) -> str | None:
+        """The chat's style of system message (None: the service's own)."""
+        return find_style(prefs.style).system
 
     def sampling_for(self, prefs: ChatPreferences) -> SamplingParams:
         return replace(self.service.params, temperature=prefs.temperature)

@@ -76,6 +76,12 @@ class EngineStats:
 _queue_listener: ContextVar[QueueListener | None] = ContextVar("lilm_queue_listener", default=None)
 
 
+def trained_window(model) -> int | None:
+    """Positions the model was trained on (`max_position_embeddings`), when its config says."""
+    value = getattr(getattr(model, "args", None), "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
 @contextlib.contextmanager
 def queue_position_listener(callback: QueueListener) -> Iterator[None]:
     """Requests made inside this block call `callback(ahead)` while they wait for a slot
@@ -97,6 +103,7 @@ class GenerationEngine:
         self.tokenizer = worker.tokenizer
         self.name = name
         self.max_context_tokens = self.config.max_context_tokens
+        self.context_window = trained_window(self.model)
 
     @classmethod
     async def start(cls, loader: Callable[[], tuple[object, object]], *, name: str, config: EngineConfig | None = None):

@@ -15,7 +15,7 @@ import json
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import httpx
 
@@ -34,7 +34,7 @@ from core.lihkg_parse import parse_thread_page
 from core.thread import Thread
 from core.ttl_cache import TTLCache
 
-__all__ = ["LihkgClient", "parse_thread_page", "parse_retry_after", "backoff_delay"]
+__all__ = ["LihkgClient", "backoff_delay", "parse_retry_after", "parse_thread_page"]
 
 DEFAULT_BASE_URL = "https://lihkg.com"
 DEFAULT_USER_AGENT = (
@@ -190,7 +190,7 @@ class LihkgClient:
             transport=transport,
         )
 
-    async def __aenter__(self) -> LihkgClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

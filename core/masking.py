@@ -7,7 +7,7 @@ keep their place. The word list names whole vulgar units, so `屌你老母` (lis
 Matching folds the entries and the text the same way, one character for one character:
 NFKC (full-width letters and digits), lower case, accents dropped from Latin letters, a few
 Cyrillic/Greek look-alikes, simplified Chinese to traditional. Separators (spaces,
-punctuation, symbols, emoji, control and zero-width characters) are skipped, so `屌 你.老​母`
+punctuation, symbols, emoji, control and zero-width characters) are skipped, so `屌 你.老\u200b母`
 still matches. Entries that begin or end with an ASCII letter or digit match only where the
 original text has no ASCII letter or digit right before / after (`diu` is not in `diuretic`).
 

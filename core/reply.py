@@ -5,13 +5,14 @@ Every bot and the CLI go through `ReplyService`; it owns no platform code.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 from core.emoji import render_emoji
-from core.errors import LihkgBadResponse
+from core.errors import LihkgBadResponse, PromptTooLong
 from core.generation import GenerationBackend, SamplingParams
 from core.html_text import post_to_text
 from core.links import ThreadLink, parse_link
@@ -104,10 +105,13 @@ class ReplyService:
         return await self.reply_to_link(parse_link(text), **options)
 
     async def reply_to_link(self, link: ThreadLink, **options) -> ReplyResult:
+        return await self.reply_to_prompt(await self.fetch_prompt(link), **options)
+
+    async def fetch_prompt(self, link: ThreadLink) -> ThreadPrompt:
+        """The linked thread's category, title and first post (bots show the title before generating)."""
         if self.fetcher is None:
             raise LihkgBadResponse("no LIHKG fetcher configured")
-        thread = await self.fetcher.fetch_thread(link.thread_id)
-        return await self.reply_to_prompt(prompt_from_thread(thread), **options)
+        return prompt_from_thread(await self.fetcher.fetch_thread(link.thread_id))
 
     async def reply_to_prompt(
         self,
@@ -116,13 +120,16 @@ class ReplyService:
         n: int | None = None,
         seed: int | None = None,
         params: SamplingParams | None = None,
+        system: str | None = None,
         on_partial: PartialCallback | None = None,
     ) -> ReplyResult:
         """Generate `n` candidates (seeded `seed`, `seed+1`, ...). `on_partial(i, text)` sees
-        candidate i's masked text so far, for bots that stream by editing a message."""
+        candidate i's masked text so far, for bots that stream by editing a message. `system`
+        replaces the service's system message for this call (e.g. a chat's chosen style)."""
         params = params or self.params
         count = n or self.candidates
-        messages = self.messages_for(prompt, params)
+        messages = self.messages_for(prompt, params, system=system)
+        params = self._fit_reply(messages, params)
         candidate_params = [params.with_seed(None if seed is None else seed + index) for index in range(count)]
         if count > 1 and hasattr(self.backend, "stream_many"):
             replies = await self._batched_replies(messages, candidate_params, on_partial)
@@ -130,17 +137,46 @@ class ReplyService:
             replies = [await self._one_reply(messages, p, index, on_partial) for index, p in enumerate(candidate_params)]
         return ReplyResult(thread=self.display_thread(prompt), replies=replies, model=self.backend.name)
 
-    def messages_for(self, prompt: ThreadPrompt, params: SamplingParams) -> list[dict[str, str]]:
-        """The exact chat the model sees: the dataset step's builder, with room kept for the reply."""
-        return build_messages(
+    def messages_for(self, prompt: ThreadPrompt, params: SamplingParams, *, system: str | None = None) -> list[dict[str, str]]:
+        """The exact chat the model sees: the dataset step's builder, with room kept for the reply.
+
+        Within the model's trained window when the backend knows it: a tiny model trained on
+        192 positions gets a shorter first post, not positions it never saw."""
+        window = self._window()
+        budget = self.prompt_budget if window is None else min(self.prompt_budget, window)
+        reserve = params.max_tokens if window is None else min(params.max_tokens, window // 2)
+        build = functools.partial(
+            build_messages,
             prompt.category,
             prompt.title,
             prompt.content,
             count_tokens=self.backend.count_tokens,
-            budget=self.prompt_budget,
-            reserve=params.max_tokens,
-            system=self.system_message,
+            budget=budget,
+            system=system or self.system_message,
         )
+        try:
+            return build(reserve=reserve)
+        except ValueError:
+            if reserve == 0:
+                raise PromptTooLong(f"title and system message alone exceed the {budget}-token budget") from None
+        try:  # a small window: give the prompt everything, the reply gets what is left
+            return build(reserve=0)
+        except ValueError:
+            raise PromptTooLong(f"title and system message alone exceed the {budget}-token budget") from None
+
+    def _window(self) -> int | None:
+        window = getattr(self.backend, "context_window", None)
+        return window if isinstance(window, int) and window > 0 else None
+
+    def _fit_reply(self, messages: list[dict[str, str]], params: SamplingParams) -> SamplingParams:
+        """Shorten max_tokens so prompt + reply stay inside the model's trained window."""
+        window = self._window()
+        if window is None or not hasattr(self.backend, "prompt_tokens"):
+            return params
+        room = window - len(self.backend.prompt_tokens(messages))
+        if room >= params.max_tokens:
+            return params
+        return replace(params, max_tokens=max(1, room))
 
     def display_thread(self, prompt: ThreadPrompt) -> ThreadPrompt:
         """The thread as users see it: masked, emoji rendered."""

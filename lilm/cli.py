@@ -61,7 +61,8 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_telegram(args: argparse.Namespace, settings: Settings):
-    from bots.telegram_bot import run_telegram  # python-telegram-bot loads only when the bot runs
+    # python-telegram-bot loads only when the bot runs.
+    from bots.telegram_bot import run_telegram
 
     return run_telegram(args, settings)
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -49,3 +50,28 @@ def test_demo_replies_are_judged_cantonese_at_least_80_percent():
     share = judged.count("cantonese") / len(judged)
     assert len(texts) == SEEDS_PER_THREAD * len(demo_threads())
     assert share >= 0.8, list(zip(texts, judged))
+
+
+@pytest.mark.slow
+def test_replies_stay_inside_the_trained_window():
+    """The tiny model was trained on 192 positions: a long thread is cut and the reply shortened
+    so prompt + reply never run past them."""
+
+    async def run() -> tuple[int, int, int, int]:
+        backend = await MlxBackend.load(str(DEFAULT_MODEL_DIR))
+        backend.tokenizer.eos_token_ids = set()  # no early stop: the reply runs to its limit
+        service = ReplyService(backend=backend, fetcher=None, masker=Masker.default(), params=SamplingParams(max_tokens=160))
+        demo = demo_threads()[0]
+        long_thread = replace(demo, content="好長嘅帖文。" * 200)
+        try:
+            prompt_len = len(backend.prompt_tokens(service.messages_for(long_thread, service.params)))
+            await service.reply_to_prompt(long_thread, n=1, seed=3)
+            stats = backend.stats()
+            return backend.context_window, prompt_len, stats.generated_tokens, stats.prompt_tokens
+        finally:
+            await backend.aclose()
+
+    window, prompt_len, generated, _ = asyncio.run(run())
+    assert window == 192
+    assert prompt_len <= window // 2 + 16  # the content was cut to leave room for a reply
+    assert generated == window - prompt_len

@@ -25,17 +25,6 @@ def test_missing_token_is_one_line_before_any_model_loads(tmp_path, capsys, monk
     assert len(err.splitlines()) == 1 and "TELEGRAM_BOT_TOKEN" in err and "BotFather" in err
 
 
-def test_webhook_mode_without_its_extra_says_what_to_install(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("telegram")
-    if __import__("importlib.util").util.find_spec("tornado") is not None:
-        pytest.skip("tornado is installed here")
-    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
-    monkeypatch.setenv("TELEGRAM_WEBHOOK_URL", "https://bot.example.com/hook")
-    assert main(["--env-file", str(tmp_path / "none.env"), "telegram"]) == 1
-    err = capsys.readouterr().err
-    assert "python-telegram-bot[webhooks]" in err and SECRET_PART not in err
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not (MODEL_DIR / "model.safetensors").is_file(), reason="model/lilm-tiny is not built")
 async def test_lilm_telegram_answers_with_the_tiny_model_and_stops_on_sigterm(api, threads, tmp_path):

@@ -133,3 +133,64 @@ async def test_typed_post_needs_no_fetcher():
         "replies": ["今晚食飯"],
         "model": "scripted",
     }
+
+
+async def test_system_message_can_change_per_call(thread, client):
+    backend = ScriptedBackend(["好"])
+    service = _service(backend, client)
+    await service.reply_to_message("https://lih.kg/3699748", system="你係一個毒舌嘅連登仔。")
+    await service.reply_to_message("https://lih.kg/3699748")
+
+    assert backend.calls[0][0][0] == {"role": "system", "content": "你係一個毒舌嘅連登仔。"}
+    assert backend.calls[1][0][0] == {"role": "system", "content": SYSTEM_MESSAGE}
+
+
+async def test_fetch_prompt_reads_the_thread_without_generating(thread, client):
+    from core.links import parse_link
+
+    backend = ScriptedBackend(["好"])
+    prompt = await _service(backend, client).fetch_prompt(parse_link("https://lih.kg/3699748"))
+
+    assert (prompt.thread_id, prompt.category, prompt.title) == (3699748, "時事台", "屌，巴士又加價")
+    assert backend.calls == []
+
+
+class _WindowedBackend(ScriptedBackend):
+    """A scripted model trained on `context_window` positions; a token is a character."""
+
+    context_window: int = 300
+
+    def prompt_tokens(self, messages) -> list[int]:
+        return [0] * sum(len(m["content"]) + 8 for m in messages)
+
+
+@pytest.mark.parametrize("max_tokens", [100, 250])
+async def test_prompt_and_reply_fit_the_model_window(max_tokens):
+    backend = _WindowedBackend(["好"])
+    service = ReplyService(backend=backend, fetcher=None, masker=Masker.default(), params=SamplingParams(max_tokens=max_tokens))
+    await service.reply_to_prompt(ThreadPrompt(category="吹水台", title="長文", content="字" * 500))
+
+    messages, params = backend.calls[0]
+    prompt_len = len(backend.prompt_tokens(messages))
+    window = backend.context_window
+    assert prompt_len <= window - min(max_tokens, window // 2)  # the content was cut for the reply
+    assert params.max_tokens == min(max_tokens, window - prompt_len)
+    assert prompt_len + params.max_tokens <= window
+
+
+async def test_short_prompt_keeps_the_full_reply_length():
+    backend = _WindowedBackend(["好"])
+    service = ReplyService(backend=backend, fetcher=None, masker=Masker.default(), params=SamplingParams(max_tokens=20))
+    await service.reply_to_prompt(ThreadPrompt(category="吹水台", title="短", content="字"))
+
+    assert backend.calls[0][1].max_tokens == 20
+
+
+async def test_a_title_too_long_for_the_window_is_a_typed_error():
+    from core.errors import PromptTooLong
+
+    backend = _WindowedBackend(["好"])
+    service = ReplyService(backend=backend, fetcher=None, masker=Masker.default(), params=SamplingParams(max_tokens=20))
+    with pytest.raises(PromptTooLong):
+        await service.reply_to_prompt(ThreadPrompt(category="吹水台", title="長" * 400, content="字"))
+    assert backend.calls == []

@@ -55,6 +55,7 @@ class FakeBotApi:
         self.drafts: list[dict] = []
         self.max_in_flight = 0  # most concurrent edits/drafts seen on one message
         self.unauthorized_calls = 0
+        self.webhook: dict | None = None  # setWebhook parameters while a webhook is set
         self._chats: dict[int, Chat] = {}
         self._topics: dict[int, set[int]] = {}
         self._admins: dict[int, set[int]] = {}
@@ -242,7 +243,22 @@ class FakeBotApi:
             return self._updates[:limit]
 
     def _api_deleteWebhook(self, params: dict) -> bool:
+        with self._lock:
+            self.webhook = None
         return True
+
+    def _api_setWebhook(self, params: dict) -> bool:
+        if not str(params.get("url", "")).startswith("https://"):
+            raise ApiError(400, "Bad Request: bad webhook: HTTPS url must be provided for webhook")
+        with self._lock:
+            self.webhook = dict(params)
+        return True
+
+    def take_updates(self) -> list[dict]:
+        """Remove and return the queued updates (a test delivers them to a webhook itself)."""
+        with self._lock:
+            taken, self._updates = self._updates, []
+        return taken
 
     def _api_setMyCommands(self, params: dict) -> bool:
         commands = params.get("commands") or []
