@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Self
 
@@ -72,26 +72,40 @@ def parse_ids(text: str, name: str) -> frozenset[int]:
 
 @dataclass(frozen=True)
 class AccessPolicy:
-    """Empty lists allow everyone. With a user list, only those users; with a chat list,
-    only those chats, plus private chats of listed users. Admins are always allowed.
+    """Empty lists allow everyone. With a user (or role) list, only those users (or holders
+    of those roles); with a chat list, only those chats (or chats whose `parents`, such as a
+    thread's channel, are listed), plus private chats of listed users. Admins always pass.
 
     >>> policy = AccessPolicy(users=frozenset({1}), chats=frozenset({-100}))
     >>> policy.allows(1, -100), policy.allows(2, -100), policy.allows(1, 1, private=True)
     (True, False, True)
+    >>> by_role = AccessPolicy(roles=frozenset({7}), chats=frozenset({50}))
+    >>> by_role.allows(2, 51, roles=[7], parents=[50]), by_role.allows(2, 50, roles=[8])
+    (True, False)
     """
 
     users: frozenset[int] = frozenset()
     chats: frozenset[int] = frozenset()
     admins: frozenset[int] = frozenset()
+    roles: frozenset[int] = frozenset()
 
     def is_admin(self, user_id: int | None) -> bool:
         return user_id is not None and user_id in self.admins
 
-    def allows(self, user_id: int | None, chat_id: int, *, private: bool = False) -> bool:
+    def allows(
+        self,
+        user_id: int | None,
+        chat_id: int,
+        *,
+        private: bool = False,
+        roles: Iterable[int] = (),
+        parents: Iterable[int] = (),
+    ) -> bool:
         if self.is_admin(user_id):
             return True
-        user_ok = not self.users or user_id in self.users
-        chat_ok = not self.chats or chat_id in self.chats or (private and bool(self.users) and user_id in self.users)
+        listed_user = user_id in self.users
+        user_ok = not (self.users or self.roles) or listed_user or not self.roles.isdisjoint(roles)
+        chat_ok = not self.chats or chat_id in self.chats or not self.chats.isdisjoint(parents) or (private and listed_user)
         return user_ok and chat_ok
 
 
@@ -131,6 +145,18 @@ class RateLimiter:
         """Count one request for `key` now."""
         if self.limit > 0:
             self._log.setdefault(key, deque()).append(self.clock())
+
+    def take(self, key: Hashable) -> bool:
+        """Count one request for `key` if it may make one now; False (nothing counted) if not.
+
+        >>> notices = RateLimiter(1, 10.0, clock=lambda: 0.0)
+        >>> notices.take("ann"), notices.take("ann"), notices.take("bob")
+        (True, False, True)
+        """
+        if self.retry_in(key) > 0:
+            return False
+        self.record(key)
+        return True
 
     def check(self, key: Hashable) -> None:
         """Raise RateLimited if `key` must wait (does not count a request)."""
@@ -233,6 +259,17 @@ class Ticket:
     def _notify(self, *, granted: bool = False) -> None:
         self._granted = self._granted or granted
         self._changed.set()
+
+
+def admit(queue: RequestQueue, limiter: RateLimiter, user: Hashable, *, exempt: bool = False) -> Ticket:
+    """A ticket for `user`, counted by `limiter` unless `exempt` (admins); raises Busy
+    (RateLimited, AlreadyQueued, QueueFull) and counts nothing when refused."""
+    if not exempt:
+        limiter.check(user)
+    ticket = queue.join(user)
+    if not exempt:
+        limiter.record(user)
+    return ticket
 
 
 class RequestQueue:

@@ -186,6 +186,34 @@ class Span:
     url: str | None = None
 
 
+@dataclass(frozen=True)
+class Markup:
+    """How a platform writes `Span`s: an escape for text and a format per style (`{}` is the
+    escaped text; `link` also gets `url`). Blank text is never wrapped (markers would show).
+
+    >>> html = Markup(escape=lambda t: t.replace("<", "&lt;"), bold="<b>{}</b>", link='<a href="{url}">{}</a>')
+    >>> html.render([Span("<標題>", bold=True, url="https://lih.kg/1"), Span(" ok")])
+    '<a href="https://lih.kg/1"><b>&lt;標題></b></a> ok'
+    """
+
+    escape: Callable[[str], str]
+    bold: str = "{}"
+    italic: str = "{}"
+    code: str = "{}"
+    link: str = "{}"
+
+    def render(self, spans: Sequence[Span]) -> str:
+        out = []
+        for span in spans:
+            text = self.escape(span.text)
+            if text.strip():
+                for wanted, form in ((span.code, self.code), (span.italic, self.italic), (span.bold, self.bold)):
+                    text = form.format(text) if wanted else text
+                text = self.link.format(text, url=span.url) if span.url else text
+            out.append(text)
+        return "".join(out)
+
+
 def plain_text(spans: Sequence[Span]) -> str:
     """The visible text of `spans`, formatting dropped.
 
@@ -213,6 +241,28 @@ def first_piece(spans: Sequence[Span], limit: int, *, length: Length = len, mark
     """
     pieces = split_spans(spans, limit - length(mark), length=length) or [[]]
     return [*pieces[0], Span(mark)]
+
+
+def answer_spans(thread, replies: Sequence[str], url: str, *, note: str | None = None, streaming: bool = False) -> list[Span]:
+    """An answer's layout on any platform: 【category】 and the title (a link to the thread),
+    then the reply or numbered candidates. `thread` has `category` and `title`, already
+    masked and emoji-rendered (a `core.reply.ThreadPrompt` as shown).
+
+    >>> from types import SimpleNamespace as Thread
+    >>> plain_text(answer_spans(Thread(category="吹水台", title="標題"), ["正", ""], "https://lih.kg/1"))
+    '【吹水台】標題\\n\\n1. 正\\n\\n2. （個 AI 諗唔到講咩，再試下啦）'
+    """
+    spans = [Span(f"【{thread.category}】", bold=True), Span(thread.title or UNTITLED, bold=True, url=url), Span("\n\n")]
+    if len(replies) <= 1:
+        text = replies[0] if replies else ""
+        spans.append(Span(text or (WORKING if streaming else EMPTY_REPLY)))
+    else:
+        for number, text in enumerate(replies, start=1):
+            spans += [Span(f"{number}. ", bold=True), Span(text or EMPTY_REPLY), Span("\n\n")]
+        spans.pop()
+    if note:
+        spans.append(Span(f"\n\n{note}", italic=True))
+    return spans
 
 
 def _slice_spans(spans: Sequence[Span], start: int, end: int) -> list[Span]:

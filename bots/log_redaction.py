@@ -13,6 +13,7 @@ existing logger under the given prefixes. Messages, arguments and tracebacks are
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 
 REPLACEMENT = "[redacted]"
@@ -22,23 +23,29 @@ DEFAULT_PREFIXES = ("httpx", "httpcore", "telegram", "bots", "core", "lilm", "as
 class RedactSecrets(logging.Filter):
     """Replaces each secret in a record's message and traceback text with `[redacted]`."""
 
-    def __init__(self, secrets: Iterable[str]) -> None:
+    def __init__(self, secrets: Iterable[str], *, patterns: Iterable[re.Pattern[str]] = ()) -> None:
         super().__init__()
         # Longest first, so a secret that contains another is replaced whole.
         self.secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        # Secrets known only by shape (e.g. per-request tokens in URLs): group 1 is replaced.
+        self.patterns = tuple(patterns)
 
     def redact(self, text: str) -> str:
         """`text` with every secret replaced.
 
         >>> RedactSecrets(["123:abc"]).redact("POST /bot123:abc/getMe")
         'POST /bot[redacted]/getMe'
+        >>> RedactSecrets([], patterns=[re.compile(r"/hooks/\\d+/([\\w-]+)")]).redact("PATCH /hooks/1/aBc-9/x")
+        'PATCH /hooks/1/[redacted]/x'
         """
         for secret in self.secrets:
             text = text.replace(secret, REPLACEMENT)
+        for pattern in self.patterns:
+            text = pattern.sub(_replace_group_1, text)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
+        if not self.secrets and not self.patterns:
             return True
         try:
             message = record.getMessage()
@@ -56,10 +63,18 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def redact_logs(secrets: Iterable[str], *, prefixes: Iterable[str] = DEFAULT_PREFIXES) -> Callable[[], None]:
+def _replace_group_1(match: re.Match[str]) -> str:
+    start, end = match.span(1)
+    whole = match.group(0)
+    return whole[: start - match.start()] + REPLACEMENT + whole[end - match.start() :]
+
+
+def redact_logs(
+    secrets: Iterable[str], *, prefixes: Iterable[str] = DEFAULT_PREFIXES, patterns: Iterable[re.Pattern[str]] = ()
+) -> Callable[[], None]:
     """Install a `RedactSecrets` on the root logger and every existing logger named by
     `prefixes` (and their children); returns a function that removes them again."""
-    redactor = RedactSecrets(secrets)
+    redactor = RedactSecrets(secrets, patterns=patterns)
     wanted = tuple(prefixes)
     manager = logging.Logger.manager
     names = [n for n in list(manager.loggerDict) if any(n == p or n.startswith(p + ".") for p in wanted)]

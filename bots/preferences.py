@@ -10,6 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 from core.errors import LilmError
+from core.generation import SamplingParams
 from core.prompt import SYSTEM_MESSAGE
 
 MIN_TEMPERATURE = 0.0
@@ -65,17 +66,31 @@ class ChatPreferences:
     temperature: float = 0.8
     style: str = "standard"
 
-    def describe(self, max_candidates: int) -> str:
-        """The /settings answer, in Cantonese, with how to change each value."""
+    @property
+    def system(self) -> str | None:
+        """The system message of this chat's style (None: the reply service's own)."""
+        return find_style(self.style).system
+
+    def sampling(self, params: SamplingParams) -> SamplingParams:
+        """`params` with this chat's temperature."""
+        return replace(params, temperature=self.temperature)
+
+    def describe(self, max_candidates: int, *, usage: str = "/settings {} {}", where: str = "呢個對話") -> str:
+        """The /settings answer, in Cantonese, with how to change each value (`usage` shows
+        a setting and its values as the platform's command takes them).
+
+        >>> print(ChatPreferences().describe(3, usage="/settings {}:{}", where="呢個伺服器").splitlines()[1])
+        候選數量：1（/settings candidates:1-3）
+        """
         style = find_style(self.style)
         names = "|".join(s.label for s in STYLES)
         return "\n".join(
             [
-                "呢個對話嘅設定：",
-                f"候選數量：{self.candidates}（/settings candidates 1-{max_candidates}）",
-                f"溫度：{self.temperature:g}（/settings temperature {MIN_TEMPERATURE:g}-{MAX_TEMPERATURE:g}，越高越亂噏）",
-                f"風格：{style.label}（/settings style {names}）",
-                "/settings reset 還原預設",
+                f"{where}嘅設定：",
+                f"候選數量：{self.candidates}（{usage.format('candidates', f'1-{max_candidates}')}）",
+                f"溫度：{self.temperature:g}（{usage.format('temperature', f'{MIN_TEMPERATURE:g}-{MAX_TEMPERATURE:g}')}，越高越亂噏）",
+                f"風格：{style.label}（{usage.format('style', names)}）",
+                f"{usage.format('reset', '').rstrip(' :')} 還原預設",
             ]
         )
 

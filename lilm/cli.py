@@ -49,10 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
     telegram = sub.add_parser("telegram", help="run the Telegram bot (needs TELEGRAM_BOT_TOKEN; see README)")
     telegram.set_defaults(run=_run_telegram)
 
-    from pipeline.cli import register as register_pipeline
+    discord = sub.add_parser("discord", help="run the Discord bot (needs DISCORD_BOT_TOKEN; see README)")
+    discord.add_argument("--dev-guild", type=int, default=None, help="publish slash commands to this server id only (instant)")
+    discord.set_defaults(run=_run_discord)
 
-    register_pipeline(sub)
+    for register in _pipeline_commands():
+        register(sub)
     return parser
+
+
+def _pipeline_commands():
+    """`register(subparsers)` of each pipeline step, in pipeline order (imports stay light:
+    mlx and friends load only when a step runs)."""
+    from pipeline import bases_cli, cli, eval_cli, scrape_cli
+
+    return [bases_cli.register, scrape_cli.register, eval_cli.register, cli.register]
 
 
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +76,13 @@ def _run_telegram(args: argparse.Namespace, settings: Settings):
     from bots.telegram_bot import run_telegram
 
     return run_telegram(args, settings)
+
+
+def _run_discord(args: argparse.Namespace, settings: Settings):
+    # discord.py loads only when the bot runs.
+    from bots.discord_bot import run_discord
+
+    return run_discord(args, settings)
 
 
 def _positive_int(text: str) -> int:

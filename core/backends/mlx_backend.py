@@ -28,11 +28,12 @@ class MlxBackend(GenerationEngine):
         cls, model_path: str, *, adapter_path: str | None = None, config: EngineConfig | None = None
     ) -> MlxBackend:
         """Load on the worker thread. Raises ModelError with what was expected and found."""
-        loader = functools.partial(_load_model, model_path, adapter_path)
+        loader = functools.partial(load_model, model_path, adapter_path)
         return await cls.start(loader, name=Path(model_path).name or model_path, config=config)
 
 
-def _load_model(model_path: str, adapter_path: str | None):
+def load_model(model_path: str, adapter_path: str | None):
+    """(model, tokenizer) from an MLX model dir (+ LoRA adapter), with ChatML stop tokens; ModelError otherwise."""
     from mlx_lm import load
 
     path = Path(model_path).expanduser()

@@ -1,9 +1,11 @@
 """A fake LIHKG API: a real HTTP server on 127.0.0.1 (ephemeral port) in a daemon thread.
 
 It serves `GET /api_v2/thread/{id}/page/{p}` for the threads it holds, in the exact JSON
-shape of a real LIHKG answer (see `make_thread`), records every request, and can be told to
-misbehave the ways LIHKG does (`Scenario`): 403 bans, 429 with Retry-After, 404, error
-envelopes, Cloudflare challenge pages, slow answers, malformed JSON, 5xx, redirects.
+shape of a real LIHKG answer (see `make_thread`), and the thread lists `/api_v2/thread/category`,
+`/thread/latest` and `/thread/hot` (60 a page, `error_code: 100` past the end). It records every
+request, and can be told to misbehave the ways LIHKG does (`Scenario`): 403 bans, 429 with
+Retry-After, 404, error envelopes, Cloudflare challenge pages, slow answers, malformed JSON, 5xx,
+redirects. `enforce_rate_limit(RateLimitPolicy(...))` turns on a per-IP limiter (off by default).
 
     with FakeLihkgServer() as server:
         server.add_thread(make_thread(100, "標題", 1, ["第一個 post"]))
@@ -20,16 +22,36 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.fakes.lihkg_ip_limit import (
+    CLIENT_IP_HEADER,
+    DIRECT,
+    IpRateLimiter,
+    IpStats,
+    RateLimitPolicy,
+)
 from tests.fakes.lihkg_threads import PAGE_SIZE, FakePost, FakeThread, make_thread
 
-__all__ = ["FakeLihkgServer", "FakePost", "FakeThread", "PAGE_SIZE", "RecordedRequest", "Scenario", "make_thread"]
+__all__ = [
+    "PAGE_SIZE",
+    "FakeLihkgServer",
+    "FakePost",
+    "FakeThread",
+    "IpStats",
+    "RateLimitPolicy",
+    "RecordedRequest",
+    "Scenario",
+    "make_thread",
+]
 
 THREAD_PAGE_RE = re.compile(r"^/api_v2/thread/(\d+)/page/(\d+)$")
+LIST_PATHS = {"/api_v2/thread/category": "category", "/api_v2/thread/latest": "latest", "/api_v2/thread/hot": "hot"}
+LIST_PAGE_SIZE = 60
 MISSING_CODE = 100
 MISSING_MESSAGE = "找不到主題"
+NO_MORE_MESSAGE = "沒有更多主題"
 CHALLENGE_HTML = (
     "<!DOCTYPE html><html lang=\"en-US\"><head><title>Just a moment...</title></head><body>"
     "<noscript>Enable JavaScript and cookies to continue</noscript>"
@@ -116,6 +138,7 @@ class FakeLihkgServer:
         self._threads: dict[int, FakeThread] = {}
         self._raw_pages: dict[tuple[int, int], dict[str, Any] | str] = {}
         self._scenarios: dict[int | None, Scenario] = {}
+        self._ip_limiter: IpRateLimiter | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
@@ -143,7 +166,7 @@ class FakeLihkgServer:
             self._thread.join(timeout=5)
         self._httpd = self._thread = None
 
-    def __enter__(self) -> FakeLihkgServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -180,6 +203,25 @@ class FakeLihkgServer:
         with self._lock:
             self._scenarios.clear()
 
+    def remove_thread(self, thread_id: int) -> None:
+        with self._lock:
+            self._threads.pop(thread_id, None)
+
+    def remove_raw_page(self, thread_id: int, page: int) -> None:
+        with self._lock:
+            self._raw_pages.pop((thread_id, page), None)
+
+    def enforce_rate_limit(self, policy: RateLimitPolicy | None) -> None:
+        """Limit every IP (the `X-Fake-Client-IP` header, else "direct") per `policy`; None: off."""
+        with self._lock:
+            self._ip_limiter = IpRateLimiter(policy) if policy is not None else None
+
+    def ip_stats(self) -> dict[str, IpStats]:
+        """Per IP: requests answered, 429s, 403s and when it was banned (empty when no limit)."""
+        with self._lock:
+            limiter = self._ip_limiter
+        return limiter.stats() if limiter is not None else {}
+
     def requests_for(self, thread_id: int) -> list[RecordedRequest]:
         prefix = f"/api_v2/thread/{thread_id}/"
         with self._lock:
@@ -205,6 +247,36 @@ class FakeLihkgServer:
                 else:
                     self._scenarios[key] = replace(scenario, times=left)
             return scenario
+
+    def _limit(self, identity: str) -> str:
+        with self._lock:
+            limiter = self._ip_limiter
+        return limiter.check(identity) if limiter is not None else "ok"
+
+    def _list_page(self, kind: str, query: dict[str, str]) -> dict[str, Any]:
+        """One page of a thread list, or the `error_code: 100` envelope past its end."""
+        try:
+            page = max(1, int(query.get("page", "1")))
+            count = min(LIST_PAGE_SIZE, max(1, int(query.get("count", str(LIST_PAGE_SIZE)))))
+            cat_id = int(query.get("cat_id", "1"))
+        except ValueError:
+            return _envelope(998, "參數錯誤")
+        with self._lock:
+            threads = list(self._threads.values())
+        if kind == "category":
+            threads = [t for t in threads if t.cat_id == cat_id]
+            threads.sort(key=lambda t: (t.last_reply_time, t.thread_id), reverse=True)
+        elif kind == "latest":
+            threads.sort(key=lambda t: (t.create_time, t.thread_id), reverse=True)
+        else:  # hot: the most replied first
+            threads.sort(key=lambda t: (len(t.posts), t.thread_id), reverse=True)
+        chosen = threads[(page - 1) * count : page * count]
+        if not chosen:
+            return _envelope(MISSING_CODE, NO_MORE_MESSAGE)
+        name = chosen[0].category_name if kind == "category" else {"latest": "最\u3000新", "hot": "熱\u3000門"}[kind]
+        category = {"cat_id": str(cat_id), "name": name, "postable": True}
+        response = {"category": category, "is_pagination": True, "items": [t.list_item_payload() for t in chosen]}
+        return {"success": 1, "server_time": int(time.time()), "response": response}
 
     def _page(self, thread_id: int, page: int) -> dict[str, Any] | str | None:
         with self._lock:
@@ -242,14 +314,23 @@ class _Handler(BaseHTTPRequestHandler):
                 headers={k.lower(): v for k, v in self.headers.items()},
             )
         )
+        verdict = fake._limit(self.headers.get(CLIENT_IP_HEADER) or DIRECT)
+        if verdict != "ok":
+            self._refuse(verdict, fake)
+            return
+        list_kind = LIST_PATHS.get(parts.path)
         match = THREAD_PAGE_RE.match(parts.path)
-        if match is None:
+        if match is None and list_kind is None:
             self._send_json(404, {"success": 0, "error_code": 404, "error_message": "not found"})
             return
-        thread_id, page = int(match.group(1)), int(match.group(2))
+        thread_id = int(match.group(1)) if match else None
         scenario = fake._take_scenario(thread_id)
         if scenario is not None and self._misbehave(scenario):
             return
+        if list_kind is not None:
+            self._send_json(200, fake._list_page(list_kind, dict(parse_qsl(parts.query))))
+            return
+        page = int(match.group(2))
         payload = fake._page(thread_id, page)
         if payload is None:
             payload = _envelope(MISSING_CODE, MISSING_MESSAGE)
@@ -257,6 +338,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, payload.encode(), "application/json; charset=utf-8")
         else:
             self._send_json(200, payload)
+
+    def _refuse(self, verdict: str, fake: FakeLihkgServer) -> None:
+        """The per-IP limiter's answer: 429 with Retry-After, or 403 for a banned IP."""
+        if verdict == "banned":
+            self._send_json(403, {"success": 0, "error_code": 403, "error_message": "banned"})
+            return
+        retry_after = fake._ip_limiter.policy.retry_after if fake._ip_limiter else 1.0
+        headers = {"Retry-After": f"{retry_after:g}"}
+        self._send_json(429, {"success": 0, "error_code": 429, "error_message": "Too Many Requests"}, headers)
 
     def _misbehave(self, scenario: Scenario) -> bool:
         """Answer per `scenario`; False when the normal answer should follow (slow)."""

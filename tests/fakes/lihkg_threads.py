@@ -8,6 +8,7 @@ ints like the captured responses (`int_counts=True` gives the newer all-int shap
 from __future__ import annotations
 
 import hashlib
+import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,6 +54,13 @@ class FakeThread:
     def total_page(self) -> int:
         return max(1, -(-len(self.posts) // PAGE_SIZE))
 
+    @property
+    def last_reply_time(self) -> int:
+        return max((self.reply_time(n) for n in range(1, len(self.posts) + 1)), default=self.create_time)
+
+    def reply_time(self, msg_num: int) -> int:
+        return self.posts[msg_num - 1].reply_time or self.create_time + 60 * (msg_num - 1)
+
     def post_id(self, msg_num: int) -> str:
         return hashlib.sha1(f"{self.thread_id}:{msg_num}".encode()).hexdigest()
 
@@ -79,7 +87,7 @@ class FakeThread:
             "no_of_quote": self._num(sum(1 for p in self.posts if p.quote == msg_num)),
             "remark": [],
             "status": self._num(post.status),
-            "reply_time": post.reply_time or self.create_time + 60 * (msg_num - 1),
+            "reply_time": self.reply_time(msg_num),
             "msg_num": self._num(msg_num),
             "msg": post.msg,
             "is_minimized_keywords": False,
@@ -96,8 +104,27 @@ class FakeThread:
     def page_payload(self, page: int) -> dict[str, Any]:
         """The whole JSON answer of `/api_v2/thread/{id}/page/{page}`."""
         numbers = range((page - 1) * PAGE_SIZE + 1, min(page * PAGE_SIZE, len(self.posts)) + 1)
-        last_reply_time = self.create_time + 60 * max(0, len(self.posts) - 1)
-        response: dict[str, Any] = {
+        response = self._summary()
+        response.update(
+            {
+                "user": _user_payload(self.author_id, self.author_nickname, self._num),
+                "page": self._num(page),
+                "item_data": [self.post_payload(n) for n in numbers],
+            }
+        )
+        if self.parent_thread_id:
+            response["parent_thread_id"] = self._num(self.parent_thread_id)
+        return {"success": 1, "server_time": int(time.time()), "response": response}
+
+    def list_item_payload(self) -> dict[str, Any]:
+        """This thread as one `items[]` entry of a `/thread/category` (latest, hot) answer."""
+        item = self._summary()
+        item["user"] = _user_payload(self.author_id, self.author_nickname, self._num)
+        return item
+
+    def _summary(self) -> dict[str, Any]:
+        """The fields a thread page and a list item share, in the captured order."""
+        return {
             "thread_id": self._num(self.thread_id),
             "cat_id": self._num(self.cat_id),
             "sub_cat_id": "0",
@@ -114,7 +141,7 @@ class FakeThread:
             "max_reply_like_count": self._num(max((p.like_count for p in self.posts), default=0)),
             "max_reply_dislike_count": self._num(max((p.dislike_count for p in self.posts), default=0)),
             "create_time": self.create_time,
-            "last_reply_time": last_reply_time,
+            "last_reply_time": self.last_reply_time,
             "status": "1",
             "is_adu": False,
             "remark": {"last_reply_count": 0},
@@ -127,13 +154,7 @@ class FakeThread:
             "vote_status": "0",
             "is_bookmarked": False,
             "is_replied": False,
-            "user": _user_payload(self.author_id, self.author_nickname, self._num),
-            "page": self._num(page),
-            "item_data": [self.post_payload(n) for n in numbers],
         }
-        if self.parent_thread_id:
-            response["parent_thread_id"] = self._num(self.parent_thread_id)
-        return {"success": 1, "server_time": int(time.time()), "response": response}
 
     def _num(self, value: int | str) -> int | str:
         """Numbers as the real API mixes them: strings here (older shape) unless int_counts."""
@@ -174,3 +195,39 @@ def make_thread(
         raise ValueError("a thread needs at least its first post")
     name = category_name if category_name is not None else CATEGORY_NAMES.get(cat_id, f"台{cat_id}")
     return FakeThread(thread_id, title, cat_id, name, built, **thread_fields)
+
+
+def make_corpus(count: int, *, first_id: int = 1000, cat_ids: tuple[int, ...] = (1, 5, 6), max_posts: int = 130,
+                seed: int = 0) -> list[FakeThread]:
+    """`count` varied threads (a third single-page, the rest up to `max_posts` posts) with a mix
+    of replies: well liked, disliked, quoting, by the author, with links; reproducible per seed."""
+    rng = random.Random(seed)
+    threads = []
+    for index in range(count):
+        thread_id = first_id + index
+        size = rng.randint(1, 25) if index % 3 == 0 else rng.randint(26, max(26, max_posts))
+        posts = [FakePost(f"#{thread_id} 一樓<br />\n{_words(rng)}", user_id="10001", like_count=rng.randint(0, 50))]
+        for msg_num in range(2, size + 1):
+            likes, dislikes = rng.choice([(rng.randint(20, 90), rng.randint(0, 5)), (rng.randint(0, 8), rng.randint(0, 8)),
+                                          (rng.randint(5, 20), rng.randint(10, 40))])
+            kind = rng.random()
+            msg = _words(rng)
+            if kind < 0.05:
+                msg += '<a href="https://example.com/x" target="_blank">https://example.com/x</a>'
+            posts.append(FakePost(
+                msg=f"{msg} ({thread_id}-{msg_num})",
+                user_id="10001" if 0.05 <= kind < 0.1 else None,
+                like_count=likes,
+                dislike_count=dislikes,
+                quote=rng.randint(1, msg_num - 1) if 0.1 <= kind < 0.2 else None,
+            ))
+        threads.append(make_thread(thread_id, f"帖 {thread_id} {_words(rng)[:12]}", rng.choice(cat_ids), posts,
+                                   create_time=1_700_000_000 + 97 * index, like_count=rng.randint(0, 99)))
+    return threads
+
+
+_WORDS = ("真係", "好", "笑死", "冇得救", "食咗飯未", "今日", "天氣", "咁熱", "收工", "搞掂", "樓主", "有料", "巴打", "絲打", "頂")
+
+
+def _words(rng: random.Random) -> str:
+    return "".join(rng.choice(_WORDS) for _ in range(rng.randint(2, 12)))
