@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _pipeline_commands():
     """`register(subparsers)` of each pipeline step, in pipeline order (imports stay light:
     mlx and friends load only when a step runs)."""
-    from pipeline import bases_cli, cli, eval_cli, scrape_cli
+    from pipeline import bases_cli, cli, dataset_cli, eval_cli, scrape_cli
 
-    return [bases_cli.register, scrape_cli.register, eval_cli.register, cli.register]
+    return [bases_cli.register, scrape_cli.register, dataset_cli.register, eval_cli.register, cli.register]
 
 
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
