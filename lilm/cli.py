@@ -53,17 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     discord.add_argument("--dev-guild", type=int, default=None, help="publish slash commands to this server id only (instant)")
     discord.set_defaults(run=_run_discord)
 
-    for register in _pipeline_commands():
+    from pipeline.cli import commands as pipeline_commands
+
+    for register in pipeline_commands():
         register(sub)
     return parser
-
-
-def _pipeline_commands():
-    """`register(subparsers)` of each pipeline step, in pipeline order (imports stay light:
-    mlx and friends load only when a step runs)."""
-    from pipeline import bases_cli, cli, dataset_cli, eval_cli, scrape_cli
-
-    return [bases_cli.register, scrape_cli.register, dataset_cli.register, eval_cli.register, cli.register]
 
 
 def _add_generation_options(parser: argparse.ArgumentParser) -> None:
