@@ -12,37 +12,8 @@ import random
 import sqlite3
 from pathlib import Path
 
-SCRAPE_SCHEMA = """
-CREATE TABLE threads (
-  thread_id INTEGER PRIMARY KEY,
-  cat_id INTEGER NOT NULL,
-  category TEXT NOT NULL,
-  title TEXT NOT NULL,
-  user_id TEXT NOT NULL,
-  user_nickname TEXT NOT NULL DEFAULT '',
-  no_of_reply INTEGER NOT NULL,
-  like_count INTEGER NOT NULL DEFAULT 0,
-  dislike_count INTEGER NOT NULL DEFAULT 0,
-  total_page INTEGER NOT NULL,
-  create_time INTEGER NOT NULL DEFAULT 0,
-  last_reply_time INTEGER NOT NULL DEFAULT 0,
-  fetched_at REAL NOT NULL
-);
-CREATE TABLE posts (
-  post_id TEXT PRIMARY KEY,
-  thread_id INTEGER NOT NULL REFERENCES threads(thread_id),
-  msg_num INTEGER NOT NULL,
-  user_id TEXT NOT NULL,
-  user_nickname TEXT NOT NULL DEFAULT '',
-  like_count INTEGER NOT NULL DEFAULT 0,
-  dislike_count INTEGER NOT NULL DEFAULT 0,
-  quote_post_id TEXT NOT NULL DEFAULT '',
-  msg TEXT NOT NULL,
-  reply_time INTEGER NOT NULL DEFAULT 0,
-  status INTEGER NOT NULL DEFAULT 1
-);
-CREATE INDEX posts_by_thread ON posts(thread_id, msg_num);
-"""
+# The scraper's own schema: the synthetic database is one `lilm scrape` could have written.
+from pipeline.scrape_store import SCHEMA as SCRAPE_SCHEMA
 
 THREAD_COLUMNS = "thread_id, cat_id, category, title, user_id, no_of_reply, total_page, fetched_at"
 POST_COLUMNS = "post_id, thread_id, msg_num, user_id, like_count, dislike_count, quote_post_id, msg, status"
