@@ -4,6 +4,7 @@
 - `RateLimiter`: at most `limit` requests per user in a sliding `window` of seconds.
 - `RequestQueue`: `workers` requests run at once, the rest wait first-in first-out (at most
   `max_waiting`), one request per user; `Ticket`s know their place and can be cancelled.
+- `Fairness`: the four together, as each bot's state holds them (`admit`, `may_notify`).
 
 Refusals are `LilmError`s whose `user_message` is one short Cantonese line for the chat.
 """
@@ -21,11 +22,23 @@ from core.errors import ConfigError, LilmError
 
 Clock = Callable[[], float]
 
+MAX_DEADLINE_GRACE = 30.0  # most seconds a bot waits past the model's own generation timeout
+NOTICES_PER_USER = (2, 10.0)  # refusal and hint lines: at most 2 every 10 s per user
+
 
 class AccessDenied(LilmError):
     """The user or chat is not on the allow-lists."""
 
     user_message = "呢個 bot 未開放俾你用，想用就搵管理員。"
+
+    @classmethod
+    def line_for(cls, user_id: int) -> str:
+        """The refusal with the user's id, which the admin needs to let them in.
+
+        >>> AccessDenied.line_for(42)
+        '呢個 bot 未開放俾你用，想用就搵管理員。（你嘅 id：42）'
+        """
+        return f"{cls.user_message}（你嘅 id：{user_id}）"
 
 
 class Busy(LilmError):
@@ -191,6 +204,30 @@ def worth_telling(shown: int, position: int, *, last_few: int = 3) -> bool:
     return position <= last_few or position <= shown // 2
 
 
+def place_notices(place: int, tell: Callable[[int], None]) -> Callable[[int], None]:
+    """Tell a waiting request its `place` now (0: not waiting, nothing to tell) and return the
+    `on_move` for `Ticket.wait_turn` that tells later places when `worth_telling`.
+
+    >>> told = []
+    >>> on_move = place_notices(6, told.append)
+    >>> for position in (5, 4, 3, 2, 1):
+    ...     on_move(position)
+    >>> told
+    [6, 3, 2, 1]
+    """
+    told = place
+    if told:
+        tell(told)
+
+    def on_move(position: int) -> None:
+        nonlocal told
+        if worth_telling(told, position):
+            told = position
+            tell(position)
+
+    return on_move
+
+
 class Ticket:
     """One request's place in a `RequestQueue`. Release it when done (idempotent)."""
 
@@ -270,6 +307,36 @@ def admit(queue: RequestQueue, limiter: RateLimiter, user: Hashable, *, exempt: 
     if not exempt:
         limiter.record(user)
     return ticket
+
+
+def reply_deadline(model_limit: float, *, max_grace: float = MAX_DEADLINE_GRACE) -> float | None:
+    """Seconds a bot lets one generation take: the model's own limit plus as much again (at
+    most `max_grace`), so the model reports its timeout first and this only catches a stuck
+    engine. None when `model_limit` is 0 (no deadline).
+
+    >>> reply_deadline(10), reply_deadline(120), reply_deadline(0)
+    (20, 150.0, None)
+    """
+    return model_limit + min(model_limit, max_grace) if model_limit > 0 else None
+
+
+@dataclass(kw_only=True)
+class Fairness:
+    """Who may ask and how often, as each bot's state holds it: the allow-lists, the request
+    limiter, the limiter of refusal and hint lines, and the queue."""
+
+    policy: AccessPolicy
+    limiter: RateLimiter
+    notices: RateLimiter
+    queue: RequestQueue
+
+    def admit(self, user_id: int) -> Ticket:
+        """A queue ticket for the user, or Busy (rate limited, already queued, queue full)."""
+        return admit(self.queue, self.limiter, user_id, exempt=self.policy.is_admin(user_id))
+
+    def may_notify(self, user_id: int) -> bool:
+        """Whether a refusal or hint line may go to this user now (so spam gets few answers)."""
+        return self.notices.take(user_id)
 
 
 class RequestQueue:

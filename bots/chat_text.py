@@ -189,7 +189,8 @@ class Span:
 @dataclass(frozen=True)
 class Markup:
     """How a platform writes `Span`s: an escape for text and a format per style (`{}` is the
-    escaped text; `link` also gets `url`). Blank text is never wrapped (markers would show).
+    escaped text; `link` also gets `url`, through `quote_url` if given). Blank text is never
+    wrapped (markers would show).
 
     >>> html = Markup(escape=lambda t: t.replace("<", "&lt;"), bold="<b>{}</b>", link='<a href="{url}">{}</a>')
     >>> html.render([Span("<標題>", bold=True, url="https://lih.kg/1"), Span(" ok")])
@@ -201,6 +202,7 @@ class Markup:
     italic: str = "{}"
     code: str = "{}"
     link: str = "{}"
+    quote_url: Callable[[str], str] | None = None
 
     def render(self, spans: Sequence[Span]) -> str:
         out = []
@@ -209,7 +211,8 @@ class Markup:
             if text.strip():
                 for wanted, form in ((span.code, self.code), (span.italic, self.italic), (span.bold, self.bold)):
                     text = form.format(text) if wanted else text
-                text = self.link.format(text, url=span.url) if span.url else text
+                url = self.quote_url(span.url) if self.quote_url and span.url else span.url
+                text = self.link.format(text, url=url) if url else text
             out.append(text)
         return "".join(out)
 

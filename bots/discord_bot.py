@@ -120,7 +120,7 @@ class LilmBot(commands.Bot):
         state = self.state
         if not state.allows(place):
             if addressed:
-                self.answer_line(target, place, denied(place.user_id))
+                self.answer_line(target, place, AccessDenied.line_for(place.user_id))
             return
         try:
             ticket = state.admit(place.user_id)
@@ -201,7 +201,7 @@ class LihkgCommands(commands.Cog):
         changes = {"candidates": candidates, "temperature": temperature, "style": style}
         changes = {key: value for key, value in changes.items() if value is not None}
         if not self.state.allows(place):
-            await interaction.response.send_message(denied(place.user_id), ephemeral=True)
+            await interaction.response.send_message(AccessDenied.line_for(place.user_id), ephemeral=True)
             return
         if (changes or reset) and not self._may_change_settings(interaction):
             await interaction.response.send_message(ADMINS_ONLY, ephemeral=True)
@@ -253,10 +253,6 @@ def place_of_interaction(interaction: discord.Interaction) -> Place:
         parent_id=getattr(channel, "parent_id", None),
         roles=tuple(role.id for role in getattr(interaction.user, "roles", ())),
     )
-
-
-def denied(user_id: int) -> str:
-    return f"{AccessDenied.user_message}（你嘅 id：{user_id}）"
 
 
 async def _quietly(call: Coroutine[Any, Any, Any]) -> None:

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import discord
 
-from bots.access import Ticket, worth_telling
+from bots.access import Ticket, place_notices
 from bots.chat_text import (
     CANCELLED,
     EMPTY_REPLY,
@@ -29,10 +28,9 @@ from bots.chat_text import (
 )
 from bots.discord_state import DiscordState, Place
 from bots.discord_text import message_pieces, render, streaming_piece
-from bots.streaming import RetryTooLong, ThrottledEdits
-from core.errors import GenerationTimeout, LilmError
+from bots.streaming import AnswerOutbox, RetryTooLong, View, stream_answer
+from core.errors import LilmError
 from core.links import ThreadLink
-from core.reply import ReplyResult, ThreadPrompt
 
 log = logging.getLogger(__name__)
 
@@ -109,76 +107,34 @@ class LinkRequest:
     more_links: bool = False
 
 
-@dataclass(frozen=True)
-class View:
-    """One state of the answer: a queue notice, partial text, or the final text."""
-
-    spans: tuple[Span, ...]
-    partial: bool = False
-
-
-class Outbox:
-    """Delivers one request's views in order: notices and partial text by edits of one
-    message, the final text as that message plus as many more as it needs."""
+class Outbox(AnswerOutbox):
+    """Discord's answer: notices and partial text by edits of one message, the final text as
+    that message plus as many more as it needs."""
 
     def __init__(self, target: Target, state: DiscordState) -> None:
-        self.target = target
-        self._clock = state.clock
-        self._hold = state.settings.discord_stream_hold
-        self._hold_until: float | None = None
-        self._shown = False
-        self._final_done: tuple[View, int] | None = None
-        self.refused: discord.Forbidden | None = None
-        self._edits: ThrottledEdits[View] = ThrottledEdits(
-            self._deliver,
+        super().__init__(
             min_interval=state.settings.discord_edit_interval,
+            hold=state.settings.discord_stream_hold,
             retry_after=retry_after_seconds,
+            refusal=discord.Forbidden,
             sleep=state.sleep,
             clock=state.clock,
         )
+        self.target = target
+        self._shown = False
 
-    def notice(self, line: str) -> None:
-        self._edits.update(View((Span(line),)))
+    @property
+    def shown(self) -> bool:
+        return self._shown
 
-    def show(self, spans: Sequence[Span]) -> None:
-        """Stream partial text, once the reply has taken `hold` seconds (a quick reply
-        arrives whole, with no edits)."""
-        if self._hold_until is None:
-            self._hold_until = self._clock() + self._hold
-        if not self._shown and self._clock() < self._hold_until:
-            return
-        self._edits.update(View(tuple(spans), partial=True))
-
-    async def finish(self, spans: Sequence[Span]) -> None:
-        await self._edits.finish(View(tuple(spans)))
-
-    async def close(self) -> None:
-        await self._edits.aclose()
-
-    def check_open(self) -> None:
-        """Raise the Forbidden seen on the way: the channel is closed to us (no permission,
-        blocked DMs), so nothing more is tried there."""
-        if self.refused is not None:
-            raise self.refused
-
-    async def _deliver(self, view: View, final: bool) -> None:
-        self.check_open()
-        try:
-            await self._deliver_view(view, final)
-        except discord.Forbidden as error:
-            self.refused = error
-            raise
-
-    async def _deliver_view(self, view: View, final: bool) -> None:
+    async def deliver_view(self, view: View, final: bool) -> None:
+        self.check_open()  # the channel is closed to us: nothing more is tried there
         if not final:
             await self.target.put(streaming_piece(view.spans) if view.partial else render(view.spans))
             self._shown = True
             return
         pieces = message_pieces(view.spans) or [EMPTY_REPLY]
-        done = self._final_done[1] if self._final_done and self._final_done[0] is view else 0
-        for index in range(done, len(pieces)):  # a retry after a 429 resumes where it stopped
-            await (self.target.put if index == 0 else self.target.add)(pieces[index])
-            self._final_done = (view, index + 1)
+        await view.send_pieces(pieces, self.target.put, self.target.add)
 
 
 async def answer_link(state: DiscordState, request: LinkRequest, ticket: Ticket) -> None:
@@ -230,51 +186,15 @@ async def _produce(state: DiscordState, out: Outbox, request: LinkRequest, ticke
     typing = asyncio.create_task(_keep_typing(request.target))  # from the start: we are on it
     try:
         prompt = await state.service.fetch_prompt(request.link)  # while waiting: LIHKG problems show at once
-        await ticket.wait_turn(on_move=_place_notices(out, ticket.position))
+        await ticket.wait_turn(on_move=place_notices(ticket.position, lambda position: out.notice(queue_position(position))))
         out.check_open()
-        result = await _generate(state, out, request, prompt)
+        prefs = state.prefs.get(request.place.prefs_key)
+        result = await stream_answer(state.service, prompt, out, prefs=prefs, url=request.link.url, deadline=state.reply_deadline)
     finally:
         typing.cancel()
     ticket.release()  # the model is free for the next in line while Discord gets the text
     note = ONLY_FIRST_LINK if request.more_links else None
     await out.finish(answer_spans(result.thread, result.replies, request.link.url, note=note))
-
-
-def _place_notices(out: Outbox, place: int) -> Callable[[int], None]:
-    """Tell the user their place now (if they wait) and later when it is worth telling."""
-    told = place
-    if told:
-        out.notice(queue_position(told))
-
-    def on_move(position: int) -> None:
-        nonlocal told
-        if worth_telling(told, position):
-            told = position
-            out.notice(queue_position(position))
-
-    return on_move
-
-
-async def _generate(state: DiscordState, out: Outbox, request: LinkRequest, prompt: ThreadPrompt) -> ReplyResult:
-    """The model's reply, streamed into `out`, within the bot's own deadline."""
-    shown = state.service.display_thread(prompt)
-    prefs = state.prefs.get(request.place.prefs_key)
-    texts: list[str] = []
-
-    async def on_partial(index: int, text: str) -> None:
-        out.check_open()  # stops generating for a channel closed to us
-        texts.extend([""] * (index + 1 - len(texts)))  # candidates may stream interleaved
-        texts[index] = text
-        out.show(answer_spans(shown, texts, request.link.url, streaming=True))
-
-    deadline = state.reply_deadline
-    try:
-        async with asyncio.timeout(deadline):  # a stuck model must not hang the channel
-            return await state.service.reply_to_prompt(
-                prompt, n=prefs.candidates, params=prefs.sampling(state.service.params), system=prefs.system, on_partial=on_partial
-            )
-    except TimeoutError:
-        raise GenerationTimeout(f"no reply within {deadline:.0f} s") from None
 
 
 async def _keep_typing(target: Target) -> None:

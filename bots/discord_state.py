@@ -12,12 +12,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 
 from bots.access import (
+    NOTICES_PER_USER,
     AccessPolicy,
+    Fairness,
     RateLimiter,
     RequestQueue,
-    Ticket,
-    admit,
     parse_ids,
+    reply_deadline,
 )
 from bots.preferences import ChatPreferences, PreferenceStore
 from bots.streaming import Clock, Sleep
@@ -26,10 +27,6 @@ from core.reply import ReplyService
 from core.settings import Settings
 
 MAX_QUEUE_SIZE = 1000
-NOTICES_PER_USER = (2, 10.0)  # refusal and hint lines: at most 2 every 10 s per user
-# The bot's own deadline for one generation: LILM_GENERATION_TIMEOUT plus as much again, at
-# most this much, so the model reports its own timeout first and this only catches a stuck engine.
-MAX_DEADLINE_GRACE = 30.0
 
 
 class DiscordUnavailable(LilmError):
@@ -59,17 +56,13 @@ class Place:
 
 
 @dataclass
-class DiscordState:
-    """Everything the handlers share; see `from_settings`."""
+class DiscordState(Fairness):
+    """Everything the handlers share (who may ask and how often: `Fairness`); see `from_settings`."""
 
     settings: Settings
     service: ReplyService
-    policy: AccessPolicy
     guilds: frozenset[int]
     auto_link_channels: frozenset[int]
-    limiter: RateLimiter
-    notices: RateLimiter
-    queue: RequestQueue
     prefs: PreferenceStore
     sleep: Sleep = asyncio.sleep
     clock: Clock = time.monotonic
@@ -120,19 +113,10 @@ class DiscordState:
         channels = {place.channel_id, place.parent_id}
         return self.settings.discord_message_content and not self.auto_link_channels.isdisjoint(channels)
 
-    def admit(self, user_id: int) -> Ticket:
-        """A queue ticket for the user, or Busy (rate limited, already queued, queue full)."""
-        return admit(self.queue, self.limiter, user_id, exempt=self.policy.is_admin(user_id))
-
-    def may_notify(self, user_id: int) -> bool:
-        """Whether a refusal or hint line may go to this user now (so spam gets few answers)."""
-        return self.notices.take(user_id)
-
     @property
     def reply_deadline(self) -> float | None:
         """Seconds one generation may take here (None: LILM_GENERATION_TIMEOUT is 0, no limit)."""
-        model_limit = self.settings.generation_timeout
-        return model_limit + min(model_limit, MAX_DEADLINE_GRACE) if model_limit > 0 else None
+        return reply_deadline(self.settings.generation_timeout)
 
 
 def check_settings(settings: Settings) -> None:

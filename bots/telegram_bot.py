@@ -82,7 +82,7 @@ async def on_help(update: Update, context: Context) -> None:
     text = help_text(group=message.chat.type != ChatType.PRIVATE)
     user_id = _user_id(update)
     if not state.policy.allows(user_id, message.chat_id, private=message.chat.type == ChatType.PRIVATE):
-        text += "\n\n" + _denied(user_id)
+        text += "\n\n" + AccessDenied.line_for(user_id)
     _spawn(context, update, send_line(context.bot, Destination.answering(message), text, state.sleep))
 
 
@@ -116,7 +116,7 @@ async def on_settings(update: Update, context: Context) -> None:
     state, message, args = bot_state(context), update.effective_message, list(context.args or ())
     chat_id, user_id = message.chat_id, _user_id(update)
     if not state.policy.allows(user_id, chat_id, private=message.chat.type == ChatType.PRIVATE):
-        _tell(update, context, _denied(user_id))
+        _tell(update, context, AccessDenied.line_for(user_id))
         return
     if args and not await _may_change_settings(update, context):
         _tell(update, context, "群組設定只有管理員可以改。", always=True)
@@ -292,7 +292,7 @@ def _take_request(update: Update, context: Context, links: list[ThreadLink], *, 
     state, message, user_id = bot_state(context), update.effective_message, _user_id(update)
     if not state.policy.allows(user_id, message.chat_id, private=message.chat.type == ChatType.PRIVATE):
         if addressed:
-            _tell(update, context, _denied(user_id))
+            _tell(update, context, AccessDenied.line_for(user_id))
         return
     try:
         ticket = state.admit(user_id)
@@ -321,10 +321,6 @@ def _spawn(context: Context, update: Update, coroutine: Coroutine[Any, Any, Any]
 def _user_id(update: Update) -> int:
     user = update.effective_user
     return user.id if user is not None else update.effective_chat.id
-
-
-def _denied(user_id: int) -> str:
-    return f"{AccessDenied.user_message}（你嘅 id：{user_id}）"
 
 
 async def _may_change_settings(update: Update, context: Context) -> bool:

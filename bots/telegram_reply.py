@@ -24,20 +24,19 @@ from telegram.error import (
     TelegramError,
 )
 
-from bots.access import Ticket, worth_telling
+from bots.access import Ticket, place_notices
 from bots.chat_text import (
     CANCELLED,
     EMPTY_REPLY,
     ONLY_FIRST_LINK,
     UNEXPECTED,
-    UNTITLED,
-    WORKING,
     Span,
+    answer_spans,
     first_piece,
     queue_position,
     split_spans,
 )
-from bots.streaming import RetryTooLong, ThrottledEdits
+from bots.streaming import AnswerOutbox, RetryTooLong, View, stream_answer
 from bots.telegram_send import (
     MESSAGE_LIMIT,
     Destination,
@@ -50,10 +49,9 @@ from bots.telegram_send import (
     with_retry,
 )
 from bots.telegram_state import BotState
-from core.errors import GenerationTimeout, LilmError
+from core.errors import LilmError
 from core.links import ThreadLink
-from core.reply import ThreadPrompt, prompt_from_thread
-from core.thread import Thread
+from core.reply import ThreadPrompt
 
 log = logging.getLogger(__name__)
 
@@ -70,91 +68,40 @@ class LinkRequest:
     more_links: bool = False
 
 
-@dataclass(frozen=True)
-class View:
-    """One state of the answer: a queue notice, partial text, or the final text."""
-
-    spans: tuple[Span, ...]
-    kind: str  # notice | partial | final
-
-
-def reply_spans(thread: ThreadPrompt, replies: Sequence[str], url: str, *, note: str | None = None, streaming: bool = False) -> list[Span]:
-    """The answer's layout: 【category】 title (a link to the thread), then the reply or
-    numbered candidates. Text is already masked and emoji-rendered by the reply service."""
-    spans = [Span(f"【{thread.category}】", bold=True), Span(thread.title or UNTITLED, bold=True, url=url), Span("\n\n")]
-    if len(replies) <= 1:
-        text = replies[0] if replies else ""
-        spans.append(Span(text or (WORKING if streaming else EMPTY_REPLY)))
-    else:
-        for number, text in enumerate(replies, start=1):
-            spans += [Span(f"{number}. ", bold=True), Span(text or EMPTY_REPLY), Span("\n\n")]
-        spans.pop()
-    if note:
-        spans.append(Span(f"\n\n{note}", italic=True))
-    return spans
-
-
-class Outbox:
-    """Delivers one request's views in order through `ThrottledEdits`."""
+class Outbox(AnswerOutbox):
+    """Telegram's answer: native drafts in private chats, else edits of one message."""
 
     def __init__(self, bot: Bot, to: Destination, *, drafts: bool, group: bool, state: BotState) -> None:
+        self._draft_interval = state.settings.telegram_draft_interval
+        self._edit_interval = state.edit_interval(group)
+        super().__init__(
+            min_interval=self._draft_interval if drafts else self._edit_interval,
+            hold=0.0 if drafts else state.settings.telegram_stream_hold,
+            retry_after=retry_after_seconds,
+            refusal=Forbidden,
+            sleep=state.sleep,
+            clock=state.clock,
+        )
         self.bot = bot
         self.to = to
         self.drafts = drafts
         self.drafts_failed = False
         self.message_id: int | None = None
-        self.refused: Forbidden | None = None
         self._draft_id = to.reply_to or 1
         self._sleep = state.sleep
-        self._final_sent: tuple[View, int] | None = None
-        self._clock = state.clock
-        self._hold = 0.0 if drafts else state.settings.telegram_stream_hold
-        self._hold_until: float | None = None
-        self._draft_interval = state.settings.telegram_draft_interval
-        self._edit_interval = state.edit_interval(group)
-        self._edits: ThrottledEdits[View] = ThrottledEdits(
-            self._deliver,
-            min_interval=self._draft_interval if drafts else self._edit_interval,
-            retry_after=retry_after_seconds,
-            sleep=state.sleep,
-            clock=state.clock,
-        )
 
-    def notice(self, line: str) -> None:
-        self._edits.update(View((Span(line),), "notice"))
+    @property
+    def shown(self) -> bool:
+        return self.message_id is not None
 
-    def show(self, spans: Sequence[Span]) -> None:
-        """Stream partial text; with edits, only once the reply has taken `hold` seconds, so
-        a quick reply arrives whole as one message."""
-        if self._hold_until is None:
-            self._hold_until = self._clock() + self._hold
-        if self.message_id is None and self._clock() < self._hold_until:
-            return
-        self._edits.update(View(tuple(spans), "partial"))
-
-    async def finish(self, spans: Sequence[Span]) -> None:
+    async def finish(self, spans: Sequence[Span], *, paced: bool = True) -> None:
         # After drafts only, the final is a new message: no edit pace to keep.
-        await self._edits.finish(View(tuple(spans), "final"), paced=self.message_id is not None)
+        await super().finish(spans, paced=paced and self.message_id is not None)
 
-    async def close(self) -> None:
-        await self._edits.aclose()
-
-    def check_open(self) -> None:
-        """Raise the Forbidden seen on the way, if the chat is closed to us (blocked, kicked)."""
-        if self.refused is not None:
-            raise self.refused
-
-    async def _deliver(self, view: View, final: bool) -> None:
-        try:
-            await self._deliver_view(view, final)
-        except Forbidden as error:
-            self.refused = error  # intermediate errors are dropped; the job checks this
-            raise
-
-    async def _deliver_view(self, view: View, final: bool) -> None:
+    async def deliver_view(self, view: View, final: bool) -> None:
         if final:
             await self._deliver_final(view)
-        elif view.kind == "partial":
+        elif view.partial:
             piece = first_piece(view.spans, MESSAGE_LIMIT, length=length)
             if self.drafts and self.message_id is None and await self._draft(piece):
                 self._edits.min_interval = self._draft_interval
@@ -165,15 +112,11 @@ class Outbox:
 
     async def _deliver_final(self, view: View) -> None:
         pieces = split_spans(view.spans, MESSAGE_LIMIT, length=length) or [[Span(EMPTY_REPLY)]]
-        done = self._final_sent[1] if self._final_sent and self._final_sent[0] is view else 0
-        if done == 0:
-            await self._put(pieces[0])
-            done = 1
-            self._final_sent = (view, done)
-        for piece in pieces[done:]:
-            await with_retry(lambda piece=piece: send(self.bot, self.to, piece, quote=False), self._sleep)
-            done += 1
-            self._final_sent = (view, done)
+        await view.send_pieces(pieces, self._put, self._send_more)
+
+    async def _send_more(self, piece: list[Span]) -> None:
+        """A further message of the final answer: plain (not a reply), waiting out 429s."""
+        await with_retry(lambda: send(self.bot, self.to, piece, quote=False), self._sleep)
 
     async def _draft(self, piece: list[Span]) -> bool:
         try:
@@ -233,58 +176,31 @@ async def answer_link(state: BotState, bot: Bot, request: LinkRequest, ticket: T
             state.drafts = False
 
 
-async def _wait_in_line(state: BotState, out: Outbox, request: LinkRequest, ticket: Ticket) -> Thread:
+async def _wait_in_line(state: BotState, out: Outbox, request: LinkRequest, ticket: Ticket) -> ThreadPrompt:
     """The thread, fetched while waiting for a worker (so LIHKG problems show at once);
     the user sees their place in line when it is worth telling."""
-    told = ticket.position
-    if told:
-        out.notice(queue_position(told))
-
-    def moved(position: int) -> None:
-        nonlocal told
-        if worth_telling(told, position):
-            told = position
-            out.notice(queue_position(position))
-
-    thread = await state.fetch(request.link)
-    await ticket.wait_turn(on_move=moved)
+    on_move = place_notices(ticket.position, lambda position: out.notice(queue_position(position)))
+    prompt = await state.service.fetch_prompt(request.link)
+    await ticket.wait_turn(on_move=on_move)
     out.check_open()
-    return thread
+    return prompt
 
 
 async def _produce(state: BotState, out: Outbox, request: LinkRequest, ticket: Ticket, *, streaming: bool) -> None:
-    thread = await _wait_in_line(state, out, request, ticket)
-    prompt = prompt_from_thread(thread)
-    shown = state.service.display_thread(prompt)
+    prompt = await _wait_in_line(state, out, request, ticket)
     prefs = state.prefs.get(request.message.chat_id)
-    texts: list[str] = []
-
-    async def on_partial(index: int, text: str) -> None:
-        out.check_open()  # stops generating for a chat that blocked us
-        texts.extend([""] * (index + 1 - len(texts)))  # candidates may stream interleaved
-        texts[index] = text
-        if streaming:
-            out.show(reply_spans(shown, texts, request.link.url, streaming=True))
-
     typing = asyncio.create_task(_keep_typing(out.bot, out.to))
     try:
-        async with asyncio.timeout(state.reply_deadline):  # a stuck model must not hang the chat
-            result = await state.service.reply_to_prompt(
-                prompt,
-                n=prefs.candidates,
-                params=state.sampling_for(prefs),
-                system=state.system_for(prefs),
-                on_partial=on_partial,
-            )
-    except TimeoutError:
-        raise GenerationTimeout(f"no reply within {state.reply_deadline:.0f} s") from None
+        result = await stream_answer(
+            state.service, prompt, out, prefs=prefs, url=request.link.url, deadline=state.reply_deadline, streaming=streaming
+        )
     finally:
         typing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await typing
     ticket.release()  # the model is free for the next in line while Telegram gets the text
     note = ONLY_FIRST_LINK if request.more_links else None
-    await out.finish(reply_spans(result.thread, result.replies, request.link.url, note=note))
+    await out.finish(answer_spans(result.thread, result.replies, request.link.url, note=note))
 
 
 async def _say(out: Outbox, line: str) -> None:

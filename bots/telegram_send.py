@@ -20,7 +20,7 @@ from telegram.constants import ParseMode
 from telegram.error import BadRequest, RetryAfter
 from telegram.warnings import PTBDeprecationWarning
 
-from bots.chat_text import Span, plain_text, utf16_len
+from bots.chat_text import Markup, Span, plain_text, utf16_len
 
 log = logging.getLogger(__name__)
 
@@ -37,25 +37,23 @@ def length(text: str) -> int:
     return utf16_len(text)
 
 
+HTML = Markup(
+    escape=lambda text: html.escape(text, quote=False),
+    bold="<b>{}</b>",
+    italic="<i>{}</i>",
+    code="<code>{}</code>",
+    link='<a href="{url}">{}</a>',
+    quote_url=lambda url: html.escape(url, quote=True),
+)
+
+
 def render_html(spans: Sequence[Span]) -> str:
     """Telegram HTML for `spans`, every piece of text escaped.
 
     >>> render_html([Span("<標題> & 1", bold=True, url="https://lih.kg/1?a=1&b=2"), Span(" 好")])
     '<a href="https://lih.kg/1?a=1&amp;b=2"><b>&lt;標題&gt; &amp; 1</b></a> 好'
     """
-    out = []
-    for span in spans:
-        text = html.escape(span.text, quote=False)
-        if span.code:
-            text = f"<code>{text}</code>"
-        if span.italic:
-            text = f"<i>{text}</i>"
-        if span.bold:
-            text = f"<b>{text}</b>"
-        if span.url:
-            text = f'<a href="{html.escape(span.url, quote=True)}">{text}</a>'
-        out.append(text)
-    return "".join(out)
+    return HTML.render(spans)
 
 
 def retry_after_seconds(error: BaseException) -> float | None:

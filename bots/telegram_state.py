@@ -10,32 +10,33 @@ import asyncio
 import importlib.util
 import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from telegram import LinkPreviewOptions
 from telegram.constants import ChatType
 from telegram.ext import CallbackContext
 
-from bots.access import AccessPolicy, RateLimiter, RequestQueue, Ticket, parse_ids
-from bots.preferences import ChatPreferences, PreferenceStore, find_style
-from core.errors import ConfigError, LihkgBadResponse, LilmError
-from core.generation import SamplingParams
+from bots.access import (
+    NOTICES_PER_USER,
+    AccessPolicy,
+    Fairness,
+    RateLimiter,
+    RequestQueue,
+    parse_ids,
+    reply_deadline,
+)
+from bots.preferences import ChatPreferences, PreferenceStore
+from bots.streaming import Clock, Sleep
+from core.errors import ConfigError, LilmError
 from core.links import ThreadLink
 from core.reply import ReplyService
 from core.settings import Settings
-from core.thread import Thread
 
 STATE_KEY = "lilm"
 STREAM_MODES = ("auto", "draft", "edit", "off")
 PREVIEW_MODES = ("off", "thread")
 MAX_QUEUE_SIZE = 1000
-DEADLINE_GRACE = 30.0  # most seconds past LILM_GENERATION_TIMEOUT before the bot gives up itself
-NOTICE_LIMIT = (2, 10.0)  # refusal and hint lines per user: at most 2 every 10 s
-
-Sleep = Callable[[float], Awaitable[None]]
-Clock = Callable[[], float]
 
 
 class BotApiUnavailable(LilmError):
@@ -45,15 +46,11 @@ class BotApiUnavailable(LilmError):
 
 
 @dataclass
-class BotState:
-    """Everything the handlers share; see `from_settings`."""
+class BotState(Fairness):
+    """Everything the handlers share (who may ask and how often: `Fairness`); see `from_settings`."""
 
     settings: Settings
     service: ReplyService
-    policy: AccessPolicy
-    limiter: RateLimiter
-    notices: RateLimiter
-    queue: RequestQueue
     prefs: PreferenceStore
     sleep: Sleep = asyncio.sleep
     clock: Clock = time.monotonic
@@ -78,7 +75,7 @@ class BotState:
             service=service,
             policy=policy,
             limiter=RateLimiter(settings.telegram_rate_limit, settings.telegram_rate_window, clock=clock),
-            notices=RateLimiter(*NOTICE_LIMIT, clock=clock),
+            notices=RateLimiter(*NOTICES_PER_USER, clock=clock),
             queue=RequestQueue(workers=settings.telegram_workers, max_waiting=settings.telegram_queue_size),
             prefs=PreferenceStore(defaults, max_candidates=settings.telegram_max_candidates),
             sleep=sleep,
@@ -92,41 +89,8 @@ class BotState:
 
     @property
     def reply_deadline(self) -> float | None:
-        """Seconds one generation may take here: the model's own deadline plus as much again
-        (at most DEADLINE_GRACE), so the model reports its timeout first and this only
-        catches a stuck engine. None when LILM_GENERATION_TIMEOUT is 0 (no deadline)."""
-        limit = self.settings.generation_timeout
-        return limit + min(limit, DEADLINE_GRACE) if limit > 0 else None
-
-    def admit(self, user_id: int) -> Ticket:
-        """A queue ticket for the user, or Busy (rate limited, already queued, queue full)."""
-        admin = self.policy.is_admin(user_id)
-        if not admin:
-            self.limiter.check(user_id)
-        ticket = self.queue.join(user_id)
-        if not admin:
-            self.limiter.record(user_id)
-        return ticket
-
-    def may_notify(self, user_id: int) -> bool:
-        """Whether a refusal or hint line may go to this user now (so spam gets few answers)."""
-        if self.notices.retry_in(user_id) > 0:
-            return False
-        self.notices.record(user_id)
-        return True
-
-    def system_for(self, prefs: ChatPreferences) -> str | None:
-        """The chat's style of system message (None: the service's own)."""
-        return find_style(prefs.style).system
-
-    def sampling_for(self, prefs: ChatPreferences) -> SamplingParams:
-        return replace(self.service.params, temperature=prefs.temperature)
-
-    async def fetch(self, link: ThreadLink) -> Thread:
-        """The linked thread (LIHKG errors come out as core LihkgErrors)."""
-        if self.service.fetcher is None:
-            raise LihkgBadResponse("the reply service has no LIHKG fetcher")
-        return await self.service.fetcher.fetch_thread(link.thread_id)
+        """Seconds one generation may take here (None: LILM_GENERATION_TIMEOUT is 0, no limit)."""
+        return reply_deadline(self.settings.generation_timeout)
 
     def stream_mode(self, chat_type: str) -> str:
         """draft, edit or off for a chat of this type."""

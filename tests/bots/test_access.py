@@ -5,13 +5,17 @@ import asyncio
 import pytest
 
 from bots.access import (
+    AccessDenied,
     AccessPolicy,
     AlreadyQueued,
+    Fairness,
     QueueFull,
     RateLimited,
     RateLimiter,
     RequestQueue,
     parse_ids,
+    place_notices,
+    reply_deadline,
 )
 from core.errors import ConfigError
 
@@ -131,3 +135,61 @@ async def test_ticket_as_context_manager():
     async with queue.join("a") as ticket:
         assert ticket.running
     assert queue.running == 0
+
+
+def fairness(clock, *, admins=frozenset(), workers=1) -> Fairness:
+    return Fairness(
+        policy=AccessPolicy(admins=admins),
+        limiter=RateLimiter(2, 60.0, clock=clock),
+        notices=RateLimiter(2, 10.0, clock=clock),
+        queue=RequestQueue(workers=workers, max_waiting=1),
+    )
+
+
+def test_admit_counts_only_admitted_requests_and_admins_pass_the_limit():
+    gate = fairness(Clock(), admins=frozenset({9}), workers=2)
+    first = gate.admit(2)
+    with pytest.raises(AlreadyQueued):  # refused by the queue: the limiter counts nothing
+        gate.admit(2)
+    first.release()
+    gate.admit(2).release()  # the second of two allowed
+    with pytest.raises(RateLimited):
+        gate.admit(2)
+    for _ in range(3):
+        gate.admit(9).release()
+    assert len(gate.limiter) == 1  # the admin's requests are not counted
+
+
+def test_may_notify_lets_two_lines_per_user_through_each_window():
+    clock = Clock()
+    gate = fairness(clock)
+    assert [gate.may_notify(1) for _ in range(3)] == [True, True, False]
+    assert gate.may_notify(2)
+    clock.now = 10.0
+    assert gate.may_notify(1)
+
+
+async def test_place_notices_tell_the_place_now_and_the_moves_worth_telling():
+    queue = RequestQueue(workers=1, max_waiting=10)
+    tickets = [queue.join(user) for user in range(8)]
+    told: list[int] = []
+    last = tickets[-1]
+    waiter = asyncio.create_task(last.wait_turn(on_move=place_notices(last.position, told.append)))
+    for ticket in tickets[:-1]:
+        await asyncio.sleep(0)
+        ticket.release()
+    await waiter
+    assert told == [7, 3, 2, 1]  # 6, 5 and 4 are not worth an edit
+    assert place_notices(0, told.append) is not None and told == [7, 3, 2, 1]  # running: nothing to tell
+
+
+def test_reply_deadline_gives_the_model_time_to_time_out_first():
+    assert reply_deadline(10.0) == 20.0
+    assert reply_deadline(600.0) == 630.0
+    assert reply_deadline(600.0, max_grace=5.0) == 605.0
+    assert reply_deadline(0.0) is None
+
+
+def test_the_refusal_line_carries_the_user_id_for_the_admin():
+    line = AccessDenied.line_for(123456)
+    assert line.startswith(AccessDenied.user_message) and "123456" in line

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bots.chat_text import (
+    Markup,
     Span,
     first_piece,
     plain_text,
@@ -92,3 +93,9 @@ def test_formatted_text_splits_without_losing_formats():
 def test_first_piece_marks_text_still_growing():
     piece = first_piece([Span("字" * 5000)], 4096, length=utf16_len)
     assert utf16_len(plain_text(piece)) <= 4096 and plain_text(piece).endswith(" …")
+
+
+def test_markup_quotes_link_targets_and_leaves_blank_text_unwrapped():
+    html = Markup(escape=lambda t: t.replace("&", "&amp;"), bold="<b>{}</b>", link='<a href="{url}">{}</a>', quote_url=lambda u: u.replace('"', "%22"))
+    rendered = html.render([Span("A&B", bold=True, url='https://lih.kg/1?q="x"&p=2'), Span("  ", bold=True), Span("尾")])
+    assert rendered == '<a href="https://lih.kg/1?q=%22x%22&p=2"><b>A&amp;B</b></a>  尾'
