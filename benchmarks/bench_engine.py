@@ -1,7 +1,8 @@
 """The batching engine's figures, side by side in one process on one model:
 
 1. throughput: 8 concurrent requests vs the same 8 one after another (goal >= 4x);
-2. overhead: one request through the engine vs raw `mlx_lm.stream_generate` (goal <= 1.05x);
+2. overhead: one request through the engine vs raw `mlx_lm.stream_generate` (goal <= 1.05x),
+   and the same engine with its solo fast path off (every request through BatchGenerator);
 3. peak memory at 1, 8 and 32 concurrent requests;
 4. time to first token of requests that had to queue, under load (p50, p95);
 5. prompt caching: the system-message prefix cache on vs off, and N candidates as one
@@ -131,10 +132,13 @@ class DedicatedThread:
 
 
 async def overhead(engine, messages, args) -> None:
+    import dataclasses
+
     import mlx.core as mx
     from mlx_lm import stream_generate
     from mlx_lm.sample_utils import make_logits_processors, make_sampler
 
+    from core.backends.mlx_backend import MlxBackend
     from core.generation import SamplingParams
 
     prompt = engine.prompt_tokens(messages)
@@ -149,19 +153,32 @@ async def overhead(engine, messages, args) -> None:
             pass
         return time.perf_counter() - start
 
+    batched = await MlxBackend.load(args.model, config=dataclasses.replace(engine.config, solo_fast_path=False))
+    batched.tokenizer.eos_token_ids = set()
     thread = DedicatedThread()
     try:
         await thread.run(raw)
         await _reply(engine, messages, greedy)
-        raw_times, engine_times = [], []
+        await _reply(batched, messages, greedy)
+        raw_times, engine_times, batched_times = [], [], []
         for _ in range(3 * args.rounds):
             raw_times.append(await thread.run(raw))
             engine_times.append((await _reply(engine, messages, greedy))[1])
+            batched_times.append((await _reply(batched, messages, greedy))[1])
     finally:
         thread.close()
-    r, e = statistics.median(raw_times), statistics.median(engine_times)
+        await batched.aclose()
+    r, e, b = (statistics.median(times) for times in (raw_times, engine_times, batched_times))
     print(f"\n[2] one request, {args.tokens} greedy tokens (median of {3 * args.rounds} alternating rounds)")
-    print(f"    raw stream_generate {r * 1000:.0f} ms | engine.stream {e * 1000:.0f} ms | ratio {e / r:.3f}x (goal <= 1.05x)")
+    print(f"    raw stream_generate {r * 1000:.0f} ms | engine.stream {e * 1000:.0f} ms | ratio {e / r:.3f}x (goal <= 1.05x)"
+          f" | median paired ratio {_paired(engine_times, raw_times):.3f}x")
+    print(f"    engine with solo_fast_path=False {b * 1000:.0f} ms | ratio {b / r:.3f}x"
+          f" | median paired ratio {_paired(batched_times, raw_times):.3f}x")
+
+
+def _paired(times: list[float], base: list[float]) -> float:
+    """Median of per-round ratios: each round's sides ran back to back, under the same load."""
+    return statistics.median(t / b for t, b in zip(times, base))
 
 
 async def queued_first_token(args, chats) -> None:

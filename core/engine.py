@@ -44,6 +44,9 @@ class EngineConfig:
     # Prompt + reply longer than this is refused up front (PromptTooLong): it would stall the
     # batch. Not the model's trained window, which tiny models set to their training length.
     max_context_tokens: int = 8192
+    # A lone one-candidate request decodes outside the batch (no per-row overhead) until
+    # another job arrives; off = every request goes through BatchGenerator.
+    solo_fast_path: bool = True
 
     @classmethod
     def from_settings(cls, settings) -> EngineConfig:

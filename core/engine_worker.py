@@ -3,7 +3,8 @@
 Loop: drop cancelled jobs -> admit waiting jobs into free batch slots -> tell waiting jobs
 their position -> one `BatchGenerator.next()` step -> hand text to callers. Any exception in
 a step fails the jobs in that batch and starts a fresh generator, so one bad request never
-wedges the worker.
+wedges the worker. A lone one-candidate request skips the batch (core/engine_solo.py) until
+another job arrives, which moves it into the batch first.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from core.errors import EngineBusy, ModelError
 log = logging.getLogger(__name__)
 
 Loader = Callable[[], tuple[object, object]]
+_SOLO = -1  # key of the solo sequence in _active (BatchGenerator's uids count from 0)
 
 
 @dataclass
@@ -56,6 +58,16 @@ class _Counters:
     restarts: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
+    solo_started: int = 0
+    solo_moved: int = 0
+
+
+@dataclass(frozen=True)
+class SoloStats:
+    """How often the solo fast path ran, and how often a second job moved it into the batch."""
+
+    started: int
+    moved_to_batch: int
 
 
 class EngineWorker:
@@ -82,6 +94,7 @@ class EngineWorker:
         self._flushed_at = 0.0
         self._prefixes: PrefixCache | None = None
         self._sampler = None
+        self._solo = None  # the SoloSequence decoding alone, if any (key _SOLO in _active)
 
     # --- any thread -------------------------------------------------------------------
 
@@ -114,6 +127,9 @@ class EngineWorker:
         self._thread.join(timeout)
         if not self._thread.is_alive():
             wait_for_os_thread_exit(self._thread)
+
+    def solo_stats(self) -> SoloStats:
+        return SoloStats(started=self._counters.solo_started, moved_to_batch=self._counters.solo_moved)
 
     def stats(self) -> EngineStats:
         prefixes = self._prefixes.stats() if self._prefixes is not None else None
@@ -163,7 +179,10 @@ class EngineWorker:
                     self._wake.wait()
                     self._wake.clear()
                     continue
-                self._step(generator)
+                if self._solo is not None:
+                    self._step_solo()
+                else:
+                    self._step(generator)
                 self._flush()
             except Exception as error:  # a broken step must not take the worker down
                 log.exception("generation step failed; failing %d running job(s), starting a new batch", len(self._running))
@@ -209,12 +228,18 @@ class EngineWorker:
 
     def _admit(self, generator) -> None:
         free = self.config.max_batch - len(self._active)
-        for job in self.queue.pop_fitting(free_slots=free):
+        jobs = self.queue.pop_fitting(free_slots=free)
+        for job in jobs:
             if job.cancelled or job.timed_out:
                 self._count_stopped(job)
                 continue
+            if self._solo is not None:  # the job joins the solo sequence: in the batch
+                self._solo_to_batch(generator)
             try:
-                self._start(job, generator)
+                if len(jobs) == 1 and self._may_run_solo(job):
+                    self._start_solo(job)
+                else:
+                    self._start(job, generator)
             except Exception as error:
                 log.exception("could not start %r", job)
                 self._fail(job, ModelError(f"could not start generation: {type(error).__name__}: {error}"), generator)
@@ -258,34 +283,89 @@ class EngineWorker:
             return len(prompt) - 1, shared
         return base_len, base
 
+    def _may_run_solo(self, job: GenerationJob) -> bool:
+        return self.config.solo_fast_path and job.size == 1 and not self._active and not len(self.queue)
+
+    def _start_solo(self, job: GenerationJob) -> None:
+        from core.engine_solo import SoloSequence
+
+        cached_len, cache = self._prompt_cache_for(job)
+        self._solo = SoloSequence(
+            self.model,
+            prompt=job.prompt,
+            params=job.params[0],
+            base=cache,
+            base_len=cached_len,
+            stop_tokens=set(self.tokenizer.eos_token_ids),
+            candidates=self.config.sampling_candidates,
+            prefill_step=self.config.prefill_step,
+        )
+        self._counters.prompt_tokens += len(job.prompt) - cached_len
+        self._counters.solo_started += 1
+        self._running[job] = [_SOLO]
+        self._unfinished[job] = 1
+        self._active[_SOLO] = _Sequence(job, 0, self.tokenizer.detokenizer)
+
+    def _step_solo(self) -> None:
+        result = self._solo.step()
+        if result is None:  # a prefill chunk
+            return
+        token, finish_reason = result
+        self._emit(_SOLO, token, finish_reason, None)
+        if finish_reason is not None:
+            self._solo = None
+
+    def _solo_to_batch(self, generator) -> None:
+        """Move the solo sequence into the batch, where the next job joins it."""
+        from mlx_lm.generate import StopSequences
+
+        from core.engine_solo import continue_in_batch
+
+        sequence = self._active[_SOLO]
+        try:
+            stops = StopSequences([(token,) for token in self.tokenizer.eos_token_ids])
+            uid = continue_in_batch(self._solo, generator, sampler=self._sampler, stops=stops)
+        except Exception as error:
+            log.exception("could not move %r into the batch", sequence.job)
+            self._fail(sequence.job, ModelError(f"generation failed: {type(error).__name__}: {error}"), generator)
+            return
+        self._solo = None
+        self._active[uid] = self._active.pop(_SOLO)
+        self._running[sequence.job] = [uid]
+        self._counters.solo_moved += 1
+
     def _step(self, generator) -> None:
         progress, responses = generator.next()
         if not progress and not responses:  # nothing left in any stage: our bookkeeping drifted
             raise RuntimeError(f"the batch holds none of {len(self._active)} running sequences")
         for response in responses:
-            sequence = self._active.get(response.uid)
-            if sequence is None:
-                continue
-            job = sequence.job
-            try:
-                text = self._decode(sequence, response.token, response.finish_reason)
-            except Exception as error:
-                log.exception("could not decode output of %r", job)
-                self._fail(job, ModelError(f"could not decode output: {type(error).__name__}: {error}"), generator)
-                continue
-            self._counters.generated_tokens += 1
-            if text:
-                self._events.append((job, Piece(sequence.index, text)))
-                if not sequence.started:  # time to first text is what a waiting user feels
-                    sequence.started, self._only_text = True, False
-            if response.finish_reason is not None:
-                del self._active[response.uid]
-                self._unfinished[job] -= 1
-                if self._unfinished[job] == 0:
-                    del self._unfinished[job], self._running[job]
-                    self._events.append((job, DONE))
-                    self._only_text = False
-                    self._counters.finished += 1
+            self._emit(response.uid, response.token, response.finish_reason, generator)
+
+    def _emit(self, uid: int, token: int, finish_reason: str | None, generator) -> None:
+        """Hand one generated token of sequence `uid` to its job."""
+        sequence = self._active.get(uid)
+        if sequence is None:
+            return
+        job = sequence.job
+        try:
+            text = self._decode(sequence, token, finish_reason)
+        except Exception as error:
+            log.exception("could not decode output of %r", job)
+            self._fail(job, ModelError(f"could not decode output: {type(error).__name__}: {error}"), generator)
+            return
+        self._counters.generated_tokens += 1
+        if text:
+            self._events.append((job, Piece(sequence.index, text)))
+            if not sequence.started:  # time to first text is what a waiting user feels
+                sequence.started, self._only_text = True, False
+        if finish_reason is not None:
+            del self._active[uid]
+            self._unfinished[job] -= 1
+            if self._unfinished[job] == 0:
+                del self._unfinished[job], self._running[job]
+                self._events.append((job, DONE))
+                self._only_text = False
+                self._counters.finished += 1
 
     @staticmethod
     def _decode(sequence: _Sequence, token: int, finish_reason: str | None) -> str:
@@ -301,6 +381,8 @@ class EngineWorker:
         self._unfinished.pop(job, None)
         for uid in uids:
             self._active.pop(uid, None)
+        if _SOLO not in self._active:
+            self._solo = None
         if uids and generator is not None:
             generator.remove(uids)
 
@@ -348,6 +430,7 @@ class EngineWorker:
             self._counters.failed += 1
         self._running.clear()
         self._active.clear()
+        self._solo = None
         self._flush(force=True)
         _close_quietly(generator)
         if self._prefixes is not None:

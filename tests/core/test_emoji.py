@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from core.emoji import EMOJI_TOKEN_RE, emoji_from_src, render_emoji

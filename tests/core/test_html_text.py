@@ -52,8 +52,8 @@ def test_quotes_are_marked_and_nest(html: str, text: str) -> None:
     ("html", "text"),
     [
         (
-            '睇<a href="https://youtu.be/x" data-sr-url="https://r.lihkg.com/link?u=x" target="_blank">'
-            "https://youtu.be/x</a>啦",
+            ('睇<a href="https://youtu.be/x" data-sr-url="https://r.lihkg.com/link?u=x" target="_blank">'
+            "https://youtu.be/x</a>啦"),
             "睇[連結]啦",
         ),
         ('<img src="https://na.cx/i/x.png" data-thumbnail-src="https://i.lih.kg/thumbnail?u=x" />', "[圖片]"),

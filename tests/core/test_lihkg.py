@@ -76,7 +76,7 @@ def server(lihkg_server: FakeLihkgServer) -> FakeLihkgServer:
 
 
 def client_for(server: FakeLihkgServer, sleeps: SleepRecorder, **options) -> LihkgClient:
-    settings = dict(timeout=2.0, retries=2, max_retry_after=30.0, device_id=DEVICE, cache_ttl=60.0, sleep=sleeps)
+    settings = {"timeout": 2.0, "retries": 2, "max_retry_after": 30.0, "device_id": DEVICE, "cache_ttl": 60.0, "sleep": sleeps}
     settings.update(options)
     return LihkgClient(server.base_url, **settings)
 

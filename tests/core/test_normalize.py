@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.normalize import clean_reply, strip_reasoning, strip_special_tokens, to_hk_traditional
+from core.normalize import (
+    clean_reply,
+    strip_reasoning,
+    strip_special_tokens,
+    to_hk_traditional,
+)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,11 @@
 import pytest
 
-from core.prompt import SYSTEM_MESSAGE, TRUNCATION_MARK, build_messages, format_user_message
+from core.prompt import (
+    SYSTEM_MESSAGE,
+    TRUNCATION_MARK,
+    build_messages,
+    format_user_message,
+)
 
 
 def test_inference_prompt_is_system_plus_user():
