@@ -115,6 +115,10 @@ def run(args: argparse.Namespace, settings: object = None) -> int:
     for path in reports:
         path.write_text(writers[path.suffix.lower()](report), encoding="utf-8")
         print(f"report written to {path}", file=sys.stderr)
+    failed = [result.label for result in report.candidates if result.error]
+    if failed:  # the others are still compared above; the exit code tells scripts
+        print(f"lilm: could not evaluate {', '.join(failed)} (see the table)", file=sys.stderr)
+        return 1
     return 0
 
 

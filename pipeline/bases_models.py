@@ -16,10 +16,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import ModelError
-
-# End-of-turn tokens of ChatML models: stop on them even if the config forgot them.
-CHATML_STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
 # Files a random-initialised copy takes from its model (everything but the weights).
 WEIGHT_SUFFIXES = (".safetensors", ".npz", ".bin", ".gguf")
 
@@ -93,26 +89,14 @@ def _quantization(config: dict) -> str:
 
 
 def load_candidate(spec: CandidateSpec) -> LoadedCandidate:
-    """Load with mlx-lm (local directories only: nothing is downloaded). Raises ModelError."""
-    from mlx_lm import load
-
+    """Load as the bots do (local directories only: nothing is downloaded). Raises ModelError."""
+    from core.backends.mlx_backend import load_model
     from pipeline.perplexity import context_limit
 
     path = Path(spec.model_path).expanduser()
-    if not (path / "config.json").is_file():
-        raise ModelError(f"{path} has no config.json: expected a local MLX model directory")
-    if spec.adapter_path and not (Path(spec.adapter_path) / "adapter_config.json").is_file():
-        raise ModelError(f"{spec.adapter_path} has no adapter_config.json: expected an mlx-lm LoRA adapter directory")
     began = time.perf_counter()
-    try:
-        model, tokenizer = load(str(path), adapter_path=spec.adapter_path)
-    except Exception as error:
-        raise ModelError(f"could not load {spec.model_path!r}: {type(error).__name__}: {error}") from error
+    model, tokenizer = load_model(str(path), spec.adapter_path, local_only=True)
     load_seconds = time.perf_counter() - began
-    vocab = tokenizer.get_vocab()
-    for token in CHATML_STOP_TOKENS:
-        if token in vocab:
-            tokenizer.add_eos_token(token)
     config = json.loads((path / "config.json").read_text(encoding="utf-8"))
     facts = ModelFacts(
         disk_bytes=disk_bytes(str(path), spec.adapter_path),

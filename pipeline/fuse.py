@@ -41,6 +41,8 @@ def fuse_adapters(*, adapter_path: str | Path, out_dir: str | Path, base_model: 
     from mlx.utils import tree_unflatten
     from mlx_lm.utils import load, save
 
+    from core.backends.mlx_backend import check_model_paths
+
     began = time.perf_counter()
     adapter_path = Path(adapter_path)
     adapter_config = read_adapter_config(adapter_path)
@@ -50,7 +52,7 @@ def fuse_adapters(*, adapter_path: str | Path, out_dir: str | Path, base_model: 
     out_dir = Path(out_dir)
     if out_dir.resolve() in (Path(base).resolve(), adapter_path.resolve()):
         raise TrainError(f"refusing to write the fused model over its own input {out_dir}")
-    model, tokenizer, config = load(base, adapter_path=str(adapter_path), return_config=True)
+    model, tokenizer, config = load(check_model_paths(base), adapter_path=str(adapter_path), return_config=True)
     fused = [(name, module.fuse()) for name, module in model.named_modules() if hasattr(module, "fuse")]
     if fused:
         model.update_modules(tree_unflatten(fused))

@@ -69,8 +69,9 @@ def train_adapters(
     from mlx_lm.tuner.datasets import CacheDataset
     from mlx_lm.tuner.trainer import TrainingArgs
     from mlx_lm.tuner.trainer import train as mlx_train
-    from mlx_lm.utils import load, save_config
+    from mlx_lm.utils import save_config
 
+    from core.backends.mlx_backend import load_model
     from pipeline.train_checkpoint import (
         CheckpointState,
         checkpoint_seed,
@@ -91,7 +92,7 @@ def train_adapters(
     checkpoint = _prepare_run_dir(run_dir, resume=resume, overwrite=overwrite, is_writer=is_writer)
 
     mx.random.seed(config["seed"])
-    model, tokenizer = load(str(config["model"]))
+    model, tokenizer = load_model(str(config["model"]))
     train_set, valid_set = _load_chat_data(config, tokenizer)
     trainable = _make_trainable(model, config)
     optimizer = _build_optimizer(config)

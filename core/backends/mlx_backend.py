@@ -32,17 +32,33 @@ class MlxBackend(GenerationEngine):
         return await cls.start(loader, name=Path(model_path).name or model_path, config=config)
 
 
-def load_model(model_path: str, adapter_path: str | None):
-    """(model, tokenizer) from an MLX model dir (+ LoRA adapter), with ChatML stop tokens; ModelError otherwise."""
-    from mlx_lm import load
+def check_model_paths(model_path: str, adapter_path: str | None = None, *, local_only: bool = False) -> str:
+    """What to hand `mlx_lm.load` for `model_path`: a local MLX model directory, or (unless
+    `local_only`) a Hugging Face repo id. ModelError says what was expected and what was found.
 
+    >>> check_model_paths("/no/such/model")
+    Traceback (most recent call last):
+    core.errors.ModelError: /no/such/model does not exist: expected an MLX model directory or a Hugging Face repo id
+    """
     path = Path(model_path).expanduser()
     if path.exists() and not (path / "config.json").is_file():
         raise ModelError(f"{path} has no config.json: expected an MLX model directory (fused or converted)")
+    looks_like_path = model_path.startswith(("/", "./", "../", "~")) or path.is_absolute()
+    if not path.exists() and (local_only or looks_like_path):
+        wanted = "a local MLX model directory (with config.json)" if local_only else "an MLX model directory or a Hugging Face repo id"
+        raise ModelError(f"{model_path} does not exist: expected {wanted}")
     if adapter_path and not (Path(adapter_path) / "adapter_config.json").is_file():
         raise ModelError(f"{adapter_path} has no adapter_config.json: expected an mlx-lm LoRA adapter directory")
+    return str(path) if path.exists() else model_path
+
+
+def load_model(model_path: str, adapter_path: str | None = None, *, local_only: bool = False):
+    """(model, tokenizer) from an MLX model dir (+ LoRA adapter), with ChatML stop tokens; ModelError otherwise."""
+    from mlx_lm import load
+
+    source = check_model_paths(model_path, adapter_path, local_only=local_only)
     try:
-        model, tokenizer = load(str(path) if path.exists() else model_path, adapter_path=adapter_path or None)
+        model, tokenizer = load(source, adapter_path=adapter_path or None)
     except ModelError:
         raise
     except Exception as error:
