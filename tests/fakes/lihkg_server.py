@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from tests.fakes.lihkg_ip_limit import (
@@ -33,6 +33,7 @@ from tests.fakes.lihkg_ip_limit import (
     RateLimitPolicy,
 )
 from tests.fakes.lihkg_threads import PAGE_SIZE, FakePost, FakeThread, make_thread
+from tests.fakes.loopback import LoopbackServer
 
 __all__ = [
     "PAGE_SIZE",
@@ -129,7 +130,7 @@ class RecordedRequest:
 # ---------------------------------------------------------------------------- the server
 
 
-class FakeLihkgServer:
+class FakeLihkgServer(LoopbackServer):
     """The fake API. Use as a context manager; `base_url` is like `https://lihkg.com`."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
@@ -141,42 +142,17 @@ class FakeLihkgServer:
         self._ip_limiter: IpRateLimiter | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle
+    # -- lifecycle (start, stop, `with`, port: LoopbackServer)
 
-    def start(self) -> FakeLihkgServer:
-        if self._httpd is not None:
-            raise RuntimeError("fake LIHKG server already started")
+    def _make_server(self) -> ThreadingHTTPServer:
         self._stopping.clear()
-        self._httpd = _QuietHTTPServer((self.host, 0), _Handler)
-        self._httpd.fake = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
+        httpd = _QuietHTTPServer((self.host, 0), _Handler)
+        httpd.fake = self
+        return httpd
 
-    def stop(self) -> None:
-        if self._httpd is None:
-            return
+    def _before_stop(self) -> None:
         self._stopping.set()  # wakes handlers sleeping in a slow scenario
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._httpd is None:
-            raise RuntimeError("fake LIHKG server not started")
-        return self._httpd.server_address[1]
 
     @property
     def base_url(self) -> str:

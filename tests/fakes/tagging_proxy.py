@@ -14,10 +14,11 @@ from __future__ import annotations
 import http.client
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 from urllib.parse import urlsplit
 
 from tests.fakes.lihkg_ip_limit import CLIENT_IP_HEADER
+from tests.fakes.loopback import LoopbackServer
 
 # Headers that belong to one hop, never forwarded (RFC 9110 section 7.6.1).
 HOP_BY_HOP = {
@@ -26,7 +27,7 @@ HOP_BY_HOP = {
 }
 
 
-class TaggingProxy:
+class TaggingProxy(LoopbackServer):
     """One forward proxy on an ephemeral loopback port; `url` is what a client's proxy setting takes."""
 
     def __init__(self, identity: str, *, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
@@ -36,36 +37,15 @@ class TaggingProxy:
         self.forwarded = 0
         self.refuse = False  # True: answer 502 as a dead proxy would
         self._lock = threading.Lock()
-        self._httpd: _ProxyServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> Self:
-        self._httpd = _ProxyServer((self.host, 0), _ProxyHandler)
-        self._httpd.proxy = self
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is None:
-            return
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._httpd = self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def _make_server(self) -> ThreadingHTTPServer:
+        httpd = _ProxyServer((self.host, 0), _ProxyHandler)
+        httpd.proxy = self
+        return httpd
 
     @property
     def url(self) -> str:
-        if self._httpd is None:
-            raise RuntimeError("proxy not started")
-        return f"http://{self.host}:{self._httpd.server_address[1]}"
+        return f"http://{self.host}:{self.port}"
 
     def _count(self) -> None:
         with self._lock:

@@ -23,9 +23,10 @@ import threading
 import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qsl
 
+from tests.fakes.loopback import LoopbackServer
 from tests.fakes.telegram_entities import (
     MAX_TEXT_UTF16,
     Entity,
@@ -43,7 +44,7 @@ _RAW_STRING_PARAMS = frozenset({"text", "caption", "parse_mode", "action", "url"
 _NOT_MODIFIED = "Bad Request: message is not modified: specified new message content and reply markup are exactly the same as a current content and reply markup of the message"
 
 
-class FakeBotApi:
+class FakeBotApi(LoopbackServer):
     """The fake server; a context manager. `base_url` goes to `ApplicationBuilder.base_url`."""
 
     def __init__(self, *, token: str, username: str = "lilm_test_bot", read_all_group_messages: bool = False) -> None:
@@ -71,39 +72,23 @@ class FakeBotApi:
         self._lock = threading.RLock()
         self._new_update = threading.Condition(self._lock)
         self._stopping = False
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle
+    # -- lifecycle (start, stop, `with`, port: LoopbackServer)
 
-    def start(self) -> FakeBotApi:
-        self._httpd = _QuietHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.fake = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
+    def _make_server(self) -> ThreadingHTTPServer:
+        httpd = _QuietHTTPServer((self.host, 0), _Handler)
+        httpd.fake = self  # type: ignore[attr-defined]
+        return httpd
 
-    def stop(self) -> None:
-        if self._httpd is None:
-            return
+    def _before_stop(self) -> None:
         with self._lock:
             self._stopping = True
-            self._new_update.notify_all()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._httpd = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+            self._new_update.notify_all()  # ends long polls at once
 
     @property
     def base_url(self) -> str:
         """Bot API base; PTB appends the token (`.../bot<token>/<method>`)."""
-        assert self._httpd is not None, "start the fake first"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/bot"
+        return f"http://{self.host}:{self.port}/bot"
 
     # -- the world: users, chats, incoming messages
 
