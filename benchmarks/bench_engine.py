@@ -6,12 +6,14 @@
 3. peak memory at 1, 8 and 32 concurrent requests;
 4. time to first token of requests that had to queue, under load (p50, p95);
 5. prompt caching: the system-message prefix cache on vs off, and N candidates as one
-   `stream_many` batch (prompt prefilled once) vs N separate requests.
+   `stream_many` batch (prompt prefilled once) vs N separate requests;
+6. OpenBLAS threads while serving: the engine's default (one fewer than the CPUs) vs every
+   CPU, section 1 alternating between the two on one engine.
 
 Stop tokens are cleared so every request generates exactly its token budget, and paired
 measurements alternate in rounds so both sides see the same machine load; medians reported.
 
-    .venv/bin/python benchmarks/bench_engine.py [--model model/lilm-tiny] [--rounds 5] [--tokens 128] [--only 12345]
+    .venv/bin/python benchmarks/bench_engine.py [--model model/lilm-tiny] [--rounds 5] [--tokens 128] [--only 123456]
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def main() -> None:
     parser.add_argument("--model", default="model/lilm-tiny")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--only", default="12345", help="sections to run, e.g. 12")
+    parser.add_argument("--only", default="123456", help="sections to run, e.g. 12")
     args = parser.parse_args()
     print("OpenBLAS:", preload_openblas("auto") or "not found", "| load average:", os.getloadavg())
     asyncio.run(run(args))
@@ -62,6 +64,8 @@ async def run(args) -> None:
             await overhead(engine, chats[0], args)
         if "3" in args.only:
             await peak_memory(engine, chats, args)
+        if "6" in args.only:
+            await blas_threads(engine, chats, args)
     finally:
         await engine.aclose()
     if "4" in args.only:
@@ -88,17 +92,45 @@ async def throughput(engine, chats, args) -> None:
     await asyncio.gather(*(_reply(engine, m, p) for m, p in requests))  # warm-up: compiles every batch shape
     concurrent, sequential = [], []
     for _ in range(args.rounds):
-        start = time.perf_counter()
-        await asyncio.gather(*(_reply(engine, m, p) for m, p in requests))
-        concurrent.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        for m, p in requests:
-            await _reply(engine, m, p)
-        sequential.append(time.perf_counter() - start)
+        c, s = await _eight_both_ways(engine, requests)
+        concurrent.append(c), sequential.append(s)
     c, s = statistics.median(concurrent), statistics.median(sequential)
     print(f"\n[1] throughput, 8 requests x {args.tokens} tokens (median of {args.rounds} alternating rounds)")
     print(f"    8 concurrent: {c:.2f}s = {tokens / c:,.0f} tok/s | 8 sequential: {s:.2f}s = {tokens / s:,.0f} tok/s"
-          f" | speed-up {s / c:.2f}x (goal >= 4x)")
+          f" | speed-up {s / c:.2f}x (goal >= 4x) | median paired {_paired(sequential, concurrent):.2f}x")
+
+
+async def _eight_both_ways(engine, requests) -> tuple[float, float]:
+    """Seconds for the 8 requests concurrently, then one after another."""
+    start = time.perf_counter()
+    await asyncio.gather(*(_reply(engine, m, p) for m, p in requests))
+    concurrent = time.perf_counter() - start
+    start = time.perf_counter()
+    for m, p in requests:
+        await _reply(engine, m, p)
+    return concurrent, time.perf_counter() - start
+
+
+async def blas_threads(engine, chats, args) -> None:
+    from core.blas import serving_threads, set_serving_threads
+    from core.generation import SamplingParams
+
+    cpus = os.cpu_count() or 1
+    default = serving_threads(0)
+    requests = [(chats[i % len(chats)], SamplingParams(max_tokens=args.tokens, seed=i, **SAMPLING)) for i in range(8)]
+    runs: dict[int, list[tuple[float, float]]] = {default: [], cpus: []}
+    try:
+        for _ in range(args.rounds):
+            for threads, times in runs.items():
+                set_serving_threads(threads)
+                times.append(await _eight_both_ways(engine, requests))
+    finally:
+        set_serving_threads(default)
+    print(f"\n[6] OpenBLAS threads while serving, section 1 on {cpus} CPUs (median of {args.rounds} alternating rounds)")
+    for threads, times in runs.items():
+        c, s = (statistics.median(t[i] for t in times) for i in (0, 1))
+        label = "engine default" if threads == default else "every CPU"
+        print(f"    {threads} thread(s) ({label}): 8 concurrent {c:.2f}s | 8 sequential {s:.2f}s | speed-up {s / c:.2f}x")
 
 
 class DedicatedThread:

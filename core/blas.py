@@ -1,12 +1,19 @@
 """Load OpenBLAS before mlx on Linux: the mlx[cpu] wheel links a reference BLAS ~20x slower.
 
 Must run before the first `import mlx`; the CLI calls `preload_openblas` first thing.
+
+Serving also caps OpenBLAS's threads (`set_serving_threads`): its worker threads spin while
+they wait for work, and on a small machine they take the cores that mlx's evaluation thread
+and the Python side (the engine's worker, the bots' event loop) need. Measured on 2 cores,
+8 concurrent replies ran 30% faster with one OpenBLAS thread than with two
+(benchmarks/bench_engine.py, section 6). Training keeps every core.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -45,3 +52,25 @@ def preload_openblas(setting: str = "auto") -> str | None:
         log.warning("could not load OpenBLAS from %s: %s", path, error)
         return None
     return path
+
+
+def serving_threads(setting: int, *, cpus: int | None = None) -> int:
+    """OpenBLAS threads for serving: `setting` if positive (LILM_BLAS_THREADS), else one fewer
+    than the CPUs, leaving a core for the Python side."""
+    if setting > 0:
+        return setting
+    return max(1, (cpus or os.cpu_count() or 1) - 1)
+
+
+def set_serving_threads(setting: int = 0) -> int | None:
+    """Cap OpenBLAS's threads for serving (process-wide); returns the count set, or None when
+    OpenBLAS is not loaded or the user chose OPENBLAS_NUM_THREADS themselves."""
+    if setting <= 0 and os.environ.get("OPENBLAS_NUM_THREADS"):
+        return None
+    setter = getattr(ctypes.CDLL(None), "openblas_set_num_threads", None)  # found when loaded globally
+    if setter is None:
+        return None
+    count = serving_threads(setting)
+    setter(count)
+    log.info("OpenBLAS threads for serving: %d", count)
+    return count

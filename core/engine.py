@@ -47,6 +47,8 @@ class EngineConfig:
     # A lone one-candidate request decodes outside the batch (no per-row overhead) until
     # another job arrives; off = every request goes through BatchGenerator.
     solo_fast_path: bool = True
+    # OpenBLAS threads while serving (core/blas.py); 0 = one fewer than the CPUs.
+    blas_threads: int = 0
 
     @classmethod
     def from_settings(cls, settings) -> EngineConfig:
@@ -55,6 +57,7 @@ class EngineConfig:
             max_waiting=settings.engine_max_waiting,
             timeout=settings.generation_timeout or None,
             prefix_cache=settings.engine_prefix_cache,
+            blas_threads=settings.blas_threads,
         )
 
 

@@ -1,23 +1,24 @@
-"""Per-request sampling for a whole batch in one graph.
+"""Per-request sampling for a whole batch in one compiled graph.
 
-mlx-lm's `BatchGenerator` calls a per-row sampler once per row unless every row shares one
-sampler object; per-row calls (each sorting the whole vocabulary for top-p) cost more than
-the model itself on a tiny CPU model. So every row gets the same `BatchSampler`, and each
-row's `RowSampling` logits processor, which the generator runs row by row just before
-sampling, records that row's settings in order. The sampler then draws all rows at once:
+Every decode step, for all rows at once: repetition penalty over each row's last 20 tokens
+(mlx-lm's `make_repetition_penalty`, vectorized), log-normalization, then a draw:
 
 - top-p is applied within the `candidates` most likely tokens (default 128): cheaper than a
   full-vocabulary sort, and tokens that far down are noise for a chat reply;
 - randomness comes from a counter-based hash of (seed, step, token), so a seeded request
-  draws the same numbers whatever else shares its batch.
+  draws the same numbers whatever else shares its batch, and alone or batched alike.
 
-Runs only on the engine's worker thread (imports mlx).
+Per-row work (slicing, a processor call, a re-concatenation per row) costs more than a tiny
+model's forward pass; here the whole step is a handful of fused kernels whatever the batch
+size. Runs only on the engine's worker thread (imports mlx).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -25,78 +26,96 @@ import mlx.core as mx
 from core.generation import SamplingParams
 
 DEFAULT_CANDIDATES = 128
+PENALTY_CONTEXT = 20  # tokens the repetition penalty looks back over, as mlx-lm's default
 _GOLDEN = 0x9E3779B1
+_LN2 = math.log(2)
+_EXP2_TAYLOR = [_LN2**i / math.factorial(i) for i in range(7)]  # 2^f = e^(f ln 2) for |f| <= 1/2
 
 
 @dataclass(frozen=True)
 class RowSettings:
-    """How one sequence samples: temperature 0 means greedy."""
+    """How one sequence samples: temperature 0 means greedy, penalty 1 means none."""
 
     temperature: float
     top_p: float
     seed: int
+    penalty: float = 1.0
 
     @classmethod
     def from_params(cls, params: SamplingParams, *, seed: int | None = None) -> RowSettings:
         """`seed` None draws a fresh random one (the reply differs each time)."""
+        penalty = params.repetition_penalty
+        if penalty is None or penalty == 0:
+            penalty = 1.0
+        if penalty < 0:
+            raise ValueError(f"repetition penalty must be positive, got {penalty}")
         chosen = params.seed if seed is None else seed
         if chosen is None:
             chosen = secrets.randbits(32)
         top_p = params.top_p if 0 < params.top_p <= 1 else 1.0
-        return cls(temperature=max(0.0, params.temperature), top_p=top_p, seed=chosen % (1 << 32))
+        return cls(temperature=max(0.0, params.temperature), top_p=top_p, seed=chosen % (1 << 32), penalty=float(penalty))
 
 
 class RowSampling:
-    """Logits processor for one row: optional repetition penalty, then records the row."""
+    """One sequence's settings and how many tokens it has drawn (the noise counter)."""
 
-    def __init__(self, settings: RowSettings, *, sampler: BatchSampler, repetition_penalty: float | None) -> None:
+    def __init__(self, settings: RowSettings, *, step: int = 0) -> None:
         self.settings = settings
-        self.step = 0
-        self._sampler = sampler
-        self._penalty = None
-        if repetition_penalty and repetition_penalty != 1.0:
-            from mlx_lm.sample_utils import make_repetition_penalty
+        self.step = step
 
-            self._penalty = make_repetition_penalty(repetition_penalty)
-
-    def __call__(self, tokens, logits):
-        if self._penalty is not None:
-            logits = self._penalty(tokens, logits)
-        self._sampler.record(self.settings, self.step)
-        self.step += 1
-        return logits
+    @classmethod
+    def from_params(cls, params: SamplingParams, *, seed: int | None = None) -> RowSampling:
+        return cls(RowSettings.from_params(params, seed=seed))
 
 
-class BatchSampler:
-    """The one sampler every row of a generator shares (see the module docstring)."""
+class RowBatch:
+    """The per-row inputs of `draw` for a fixed set of rows, built once per batch layout."""
 
-    def __init__(self, *, candidates: int = DEFAULT_CANDIDATES) -> None:
+    def __init__(self, rows: Sequence[RowSampling], *, candidates: int = DEFAULT_CANDIDATES) -> None:
+        self.rows = list(rows)
         self.candidates = candidates
-        self._rows: list[tuple[RowSettings, int]] = []
+        settings = [row.settings for row in self.rows]
+        self.greedy = all(s.temperature == 0 for s in settings)
+        self._temps = mx.array([[s.temperature] for s in settings], dtype=mx.float32)
+        self._top_ps = mx.array([[s.top_p] for s in settings], dtype=mx.float32)
+        self._seeds = mx.array([[s.seed] for s in settings], dtype=mx.uint32)
+        self._penalties = mx.array([[s.penalty] for s in settings], dtype=mx.float32)
 
-    def row(self, params: SamplingParams, *, seed: int | None = None) -> RowSampling:
-        """A row processor bound to this sampler."""
-        return RowSampling(RowSettings.from_params(params, seed=seed), sampler=self, repetition_penalty=params.repetition_penalty)
+    def draw(self, logits, history):
+        """The next token of every row (shape (rows,)), unevaluated; advances each row's step.
 
-    def record(self, settings: RowSettings, step: int) -> None:
-        self._rows.append((settings, step))
+        `logits` (rows, vocab) are the model's raw last-position logits; `history` (rows,
+        PENALTY_CONTEXT) the last tokens each row has fed the model (see `history_matrix`)."""
+        steps = mx.array([[row.step] for row in self.rows], dtype=mx.uint32)
+        for row in self.rows:
+            row.step += 1
+        k = min(self.candidates, logits.shape[-1])
+        return _compiled_draw(k, self.greedy)(logits, history, self._penalties, self._temps, self._top_ps, self._seeds, steps)
 
-    def reset(self) -> None:
-        """Forget half-recorded rows (after a failed step)."""
-        self._rows.clear()
 
-    def __call__(self, logprobs):
-        rows, self._rows = self._rows, []
-        if len(rows) != logprobs.shape[0]:
-            raise RuntimeError(f"sampler saw {len(rows)} row settings for a batch of {logprobs.shape[0]}")
-        if all(settings.temperature == 0 for settings, _ in rows):
-            return mx.argmax(logprobs, axis=-1)
-        temps = mx.array([[settings.temperature] for settings, _ in rows], dtype=mx.float32)
-        top_ps = mx.array([[settings.top_p] for settings, _ in rows], dtype=mx.float32)
-        seeds = mx.array([[settings.seed] for settings, _ in rows], dtype=mx.uint32)
-        steps = mx.array([[step] for _, step in rows], dtype=mx.uint32)
-        k = min(self.candidates, logprobs.shape[-1])
-        return _compiled_sample(k)(logprobs, temps, top_ps, seeds, steps)
+def history_matrix(contexts: Sequence[Sequence[int]]):
+    """(rows, PENALTY_CONTEXT) uint32: each row's last tokens, a short row left-padded with its
+    own first token (penalizing a token twice writes the same value: no change)."""
+    rows = []
+    for context in contexts:
+        tail = list(context[-PENALTY_CONTEXT:])
+        if not tail:
+            raise ValueError("a sequence needs at least one token of context")
+        rows.append([tail[0]] * (PENALTY_CONTEXT - len(tail)) + tail)
+    return mx.array(rows, dtype=mx.uint32)
+
+
+def push_history(history, tokens):
+    """`history` shifted left by one with `tokens` (shape (rows,)) appended."""
+    return mx.concatenate([history[:, 1:], tokens.astype(mx.uint32)[:, None]], axis=1)
+
+
+def penalize(logits, history, penalties):
+    """mlx-lm's repetition penalty for every row: a seen token's logit divided by the penalty
+    (multiplied when negative). A penalty of 1 leaves the row exactly as it was."""
+    seen = mx.take_along_axis(logits, history, axis=-1)
+    seen = mx.where(seen < 0, seen * penalties, seen / penalties)
+    return mx.put_along_axis(logits, history, seen, axis=-1)
 
 
 def _fmix32(h):
@@ -115,13 +134,35 @@ def uniform_noise(seeds, steps, width: int):
     return ((h >> 8).astype(mx.float32) + 0.5) * (1.0 / (1 << 24))
 
 
-def _sample(logprobs, temps, top_ps, seeds, steps, *, k: int):
-    """Top-k candidates -> nucleus (by full-vocabulary mass) -> temperature -> Gumbel-max draw."""
-    candidates = mx.argpartition(-logprobs, kth=k - 1, axis=-1)[:, :k]
-    cand_lp = mx.take_along_axis(logprobs, candidates, axis=-1)
-    order = mx.argsort(-cand_lp, axis=-1)
+def log_normalizer(logits):
+    """log(sum(exp(logits))) per row, shape (rows, 1), within ~1e-6 of `mx.logsumexp`.
+
+    mlx's CPU backend computes `exp` one element at a time (~20 ns each), which made the
+    normalizer the costliest part of a step at batch 8. Here 2^t = 2^n * 2^f is built from a
+    degree-6 polynomial for 2^f and exponent bits for 2^n: a few fused multiply-adds."""
+    top = mx.max(logits, axis=-1, keepdims=True)
+    t = mx.maximum((logits - top) * (1 / _LN2), -125.0)  # below 2^-125 is nothing next to the top's 1
+    n = mx.round(t)
+    f = t - n
+    poly = _EXP2_TAYLOR[-1]
+    for c in reversed(_EXP2_TAYLOR[:-1]):
+        poly = poly * f + c
+    power = mx.view((n.astype(mx.int32) + 127) << 23, mx.float32)  # 2^n from its IEEE-754 exponent
+    return top + mx.log(mx.sum(poly * power, axis=-1, keepdims=True))
+
+
+def _draw(logits, history, penalties, temps, top_ps, seeds, steps, *, k: int, greedy: bool):
+    """Penalty -> top-k candidates -> nucleus (by full-vocabulary mass) -> temperature ->
+    Gumbel-max draw."""
+    logits = penalize(logits, history, penalties)
+    if greedy:
+        return mx.argmax(logits, axis=-1)
+    vocab = logits.shape[-1]
+    candidates = mx.argpartition(logits, kth=vocab - k, axis=-1)[:, vocab - k :]
+    cand = mx.take_along_axis(logits, candidates, axis=-1)
+    order = mx.argsort(-cand, axis=-1)
     candidates = mx.take_along_axis(candidates, order, axis=-1)
-    cand_lp = mx.take_along_axis(cand_lp, order, axis=-1)
+    cand_lp = mx.take_along_axis(cand, order, axis=-1) - log_normalizer(logits)
     probs = mx.exp(cand_lp)
     # Keep a token while the mass of the more likely ones is still below top_p (the first always).
     keep = (mx.cumsum(probs, axis=-1) - probs) < top_ps
@@ -132,5 +173,5 @@ def _sample(logprobs, temps, top_ps, seeds, steps, *, k: int):
 
 
 @functools.cache
-def _compiled_sample(k: int):
-    return mx.compile(functools.partial(_sample, k=k))
+def _compiled_draw(k: int, greedy: bool):
+    return mx.compile(functools.partial(_draw, k=k, greedy=greedy))

@@ -2,11 +2,9 @@
 
 While a single one-candidate request is all the engine has to do, the worker decodes it
 with its own tight loop, the way mlx-lm's `generate_step` does: the model computes token
-k+1 while token k is handed out. With a logits processor on its rows, `BatchGenerator`
-slices, buffers and re-concatenates every row each step, which costs ~10% on a small model;
-this loop has none of that. Sampling is the batch path's own code (the row's `RowSampling`
-over the token history, then a `BatchSampler` on the 1-row log-probabilities), so a seeded
-request draws the same tokens on either path.
+k+1 while token k is handed out, with none of the batch's bookkeeping (BatchKVCache masks,
+filtering, stop matchers for many rows). Sampling is the batch path's own compiled graph
+(`RowBatch.draw` on a 1-row batch), so a seeded request draws the same tokens on either path.
 
 When another job is admitted, `continue_in_batch` moves the sequence into the batch: its
 cache trimmed to the tokens handed out so far, the last of them as its prompt, sampling
@@ -23,7 +21,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 from mlx_lm.models.cache import make_prompt_cache
 
-from core.engine_sampling import BatchSampler, RowSampling
+from core.engine_sampling import RowBatch, RowSampling, history_matrix, push_history
 from core.generation import SamplingParams
 
 _CLEAR_CACHE_EVERY = 256  # tokens, as in generate_step
@@ -63,12 +61,12 @@ class SoloSequence:
         self._base = base  # a stored cache of prompt[:base_len]: copied, never modified
         self._stops = frozenset(stop_tokens)
         self._prefill_step = prefill_step
-        self._sampler = BatchSampler(candidates=candidates)
-        self.row: RowSampling = self._sampler.row(params)  # raises for invalid settings
+        self.row = RowSampling.from_params(params)  # raises for invalid settings
+        self._rows = RowBatch([self.row], candidates=candidates)
         self._stream = mx.default_stream(mx.default_device())  # this thread's own, see _new_generator
         self._cache: list | None = None  # ours: a copy of `base`, then extended
         self._cached = base_len  # tokens in the cache (one ahead of the handed-out ones while decoding)
-        self._history = None  # mx.array of prompt + tokens fed to the model: the processor's context
+        self._history = None  # (1, PENALTY_CONTEXT): the last tokens fed to the model
         self._next = None  # the token after the last handed-out one, being computed
         self.emitted: list[int] = []
 
@@ -80,7 +78,7 @@ class SoloSequence:
                 self._prefill_chunk()
                 return None
             if self._next is None:
-                self._history = mx.array(self._prompt[:-1], dtype=mx.uint32)
+                self._history = history_matrix([self._prompt[:-1] or self._prompt[-1:]])
                 self._next = self._forward(mx.array(self._prompt[-1:], dtype=mx.uint32))
             token = self._next
             if len(self.emitted) + 1 < self.params.max_tokens:  # compute the one after meanwhile
@@ -120,26 +118,22 @@ class SoloSequence:
         """Start computing the token after `token` (shape (1,)); returns it unevaluated."""
         logits = self._model(token[None], cache=self._cache)[:, -1, :]
         self._cached += 1
-        self._history = mx.concatenate([self._history, token.astype(mx.uint32)])
-        logits = self.row(self._history, logits)
-        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        sampled = self._sampler(logprobs)
-        mx.async_eval(sampled)
+        self._history = push_history(self._history, token)
+        sampled = self._rows.draw(logits, self._history)
+        mx.async_eval(sampled, self._history)
         return sampled
 
 
-def continue_in_batch(solo: SoloSequence, generator, *, sampler: BatchSampler, stops) -> int:
-    """Insert the solo sequence into `generator` (sharing `sampler`); returns its new uid."""
+def continue_in_batch(solo: SoloSequence, generator, *, stops) -> int:
+    """Insert the solo sequence into `generator` (lean decoding, core/engine_batch.py);
+    returns its new uid."""
     handoff = solo.hand_over()
-    row = sampler.row(solo.params, seed=solo.row.settings.seed)
-    row.step = handoff.step
     (uid,) = generator.insert(
         [handoff.prompt],
         max_tokens=[handoff.max_tokens],
         caches=[handoff.cache] if handoff.cache is not None else None,
         all_tokens=[handoff.all_tokens],
-        samplers=[sampler],
-        logits_processors=[[row]],
+        logits_processors=[[RowSampling(solo.row.settings, step=handoff.step)]],
         stop_sequences=[stops],
     )
     return uid

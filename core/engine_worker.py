@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.blas import set_serving_threads
 from core.engine import EngineConfig, EngineStats
 from core.engine_job import (
     DONE,
@@ -93,7 +94,6 @@ class EngineWorker:
         self._only_text = True  # no event in _events needs delivering at once
         self._flushed_at = 0.0
         self._prefixes: PrefixCache | None = None
-        self._sampler = None
         self._solo = None  # the SoloSequence decoding alone, if any (key _SOLO in _active)
 
     # --- any thread -------------------------------------------------------------------
@@ -153,6 +153,7 @@ class EngineWorker:
 
     def _main(self) -> None:
         try:
+            set_serving_threads(self.config.blas_threads)
             self.model, self.tokenizer = self._loader()
         except BaseException as error:  # noqa: BLE001 (handed to `start`'s awaiter, never lost)
             self._ready.set_exception(error)
@@ -197,12 +198,10 @@ class EngineWorker:
         import mlx.core as mx
         from mlx_lm.generate import BatchGenerator
 
-        from core.engine_sampling import BatchSampler
+        from core.engine_batch import use_lean_decoding
 
-        self._sampler = BatchSampler(candidates=self.config.sampling_candidates)
-        return BatchGenerator(
+        generator = BatchGenerator(
             self.model,
-            sampler=self._sampler,
             completion_batch_size=self.config.max_batch,
             prefill_batch_size=min(self.config.prefill_batch, self.config.max_batch),
             prefill_step_size=self.config.prefill_step,
@@ -210,6 +209,8 @@ class EngineWorker:
             # decode steps share it, and no thread-local stream outlives the worker.
             stream=mx.default_stream(mx.default_device()),
         )
+        use_lean_decoding(generator, candidates=self.config.sampling_candidates)
+        return generator
 
     def _drop_cancelled(self, generator) -> None:
         while self._cancelled:
@@ -247,6 +248,9 @@ class EngineWorker:
     def _start(self, job: GenerationJob, generator) -> None:
         from mlx_lm.generate import StopSequences
 
+        from core.engine_sampling import RowSampling
+
+        rows = [[RowSampling.from_params(p)] for p in job.params]  # raises for invalid settings
         cached_len, cache = self._prompt_cache_for(job)
         rest = job.prompt[cached_len:]
         n = job.size
@@ -257,8 +261,7 @@ class EngineWorker:
             max_tokens=[p.max_tokens for p in job.params],
             caches=[cache] * n if cache is not None else None,
             all_tokens=[list(job.prompt[:cached_len]) for _ in range(n)],
-            samplers=[self._sampler] * n,
-            logits_processors=[[self._sampler.row(p)] for p in job.params],
+            logits_processors=rows,
             stop_sequences=[stops] * n,
         )
         self._counters.prompt_tokens += n * len(rest)
@@ -324,7 +327,7 @@ class EngineWorker:
         sequence = self._active[_SOLO]
         try:
             stops = StopSequences([(token,) for token in self.tokenizer.eos_token_ids])
-            uid = continue_in_batch(self._solo, generator, sampler=self._sampler, stops=stops)
+            uid = continue_in_batch(self._solo, generator, stops=stops)
         except Exception as error:
             log.exception("could not move %r into the batch", sequence.job)
             self._fail(sequence.job, ModelError(f"generation failed: {type(error).__name__}: {error}"), generator)

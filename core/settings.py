@@ -39,6 +39,7 @@ class Settings:
     sensitive_words: str = field(default="", metadata={"env": "LILM_SENSITIVE_WORDS"})
     state_dir: str = field(default_factory=lambda: str(_default_state_dir()), metadata={"env": "LILM_STATE_DIR"})
     blas: str = field(default="auto", metadata={"env": "LILM_BLAS"})
+    blas_threads: int = field(default=0, metadata={"env": "LILM_BLAS_THREADS"})
     debug: bool = field(default=False, metadata={"env": "LILM_DEBUG"})
     lihkg_base_url: str = field(default="https://lihkg.com", metadata={"env": "LIHKG_BASE_URL"})
     lihkg_proxy: str = field(default="", metadata={"env": "LIHKG_PROXY", "secret": True})
@@ -184,6 +185,8 @@ def _validate_serving(s: Settings) -> None:
         raise ConfigError(f"LILM_BACKEND must be mlx or openai, got {s.backend!r}")
     if s.backend == "openai" and not s.openai_base_url.startswith(("http://", "https://")):
         raise ConfigError(f"LILM_OPENAI_BASE_URL must be an http(s) URL when LILM_BACKEND=openai, got {s.openai_base_url!r}")
+    if s.blas_threads < 0:
+        raise ConfigError(f"LILM_BLAS_THREADS must be >= 0 (0 = one fewer than the CPUs), got {s.blas_threads}")
     if s.generation_timeout < 0:
         raise ConfigError(f"LILM_GENERATION_TIMEOUT must be >= 0 (0 = no deadline), got {s.generation_timeout}")
     if not s.candidates <= s.engine_max_batch <= 256:

@@ -206,17 +206,17 @@ async def test_a_request_that_cannot_start_fails_alone(start_engine):
 
 
 async def test_a_crashing_step_fails_its_batch_and_the_worker_serves_on(start_engine, monkeypatch):
-    from core.engine_sampling import BatchSampler
+    from core.engine_sampling import RowBatch
 
     engine = await start_engine()
-    real_call, armed = BatchSampler.__call__, [True]
+    real_draw, armed = RowBatch.draw, [True]
 
-    def crash_once(self, logprobs):
+    def crash_once(self, logits, history):
         if armed and armed.pop():
             raise RuntimeError("simulated kernel failure")
-        return real_call(self, logprobs)
+        return real_draw(self, logits, history)
 
-    monkeypatch.setattr(BatchSampler, "__call__", crash_once)
+    monkeypatch.setattr(RowBatch, "draw", crash_once)
     results = await asyncio.gather(*(complete(engine, MESSAGES, SamplingParams(max_tokens=10, seed=s)) for s in range(2)),
                                    return_exceptions=True)
     assert all(isinstance(r, ModelError) for r in results)

@@ -191,8 +191,8 @@ def test_a_hand_over_in_any_state_continues_with_the_same_tokens(loaded, state, 
     import mlx.core as mx
     from mlx_lm.generate import BatchGenerator, StopSequences
 
+    from core.engine_batch import use_lean_decoding
     from core.engine_prompt_cache import prefill
-    from core.engine_sampling import BatchSampler
     from core.engine_solo import continue_in_batch
 
     model, prompt = loaded
@@ -208,9 +208,9 @@ def test_a_hand_over_in_any_state_continues_with_the_same_tokens(loaded, state, 
     before = run_solo(solo, steps=steps)
     assert len(before) == (15 if state == "decoding" else 0)
 
-    sampler = BatchSampler()
-    generator = BatchGenerator(model, sampler=sampler, stream=mx.default_stream(mx.default_device()))
-    uid = continue_in_batch(solo, generator, sampler=sampler, stops=StopSequences([]))
+    generator = BatchGenerator(model, stream=mx.default_stream(mx.default_device()))
+    use_lean_decoding(generator)
+    uid = continue_in_batch(solo, generator, stops=StopSequences([]))
     after, finished = [], False
     while not finished:
         for response in generator.next()[1]:
