@@ -65,6 +65,8 @@ def serving_threads(setting: int, *, cpus: int | None = None) -> int:
 def set_serving_threads(setting: int = 0) -> int | None:
     """Cap OpenBLAS's threads for serving (process-wide); returns the count set, or None when
     OpenBLAS is not loaded or the user chose OPENBLAS_NUM_THREADS themselves."""
+    if not sys.platform.startswith("linux"):  # only Linux loads OpenBLAS (see preload_openblas)
+        return None
     if setting <= 0 and os.environ.get("OPENBLAS_NUM_THREADS"):
         return None
     setter = getattr(ctypes.CDLL(None), "openblas_set_num_threads", None)  # found when loaded globally

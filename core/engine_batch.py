@@ -157,16 +157,16 @@ class LeanGenerationBatch(GenerationBatch):
         mx.async_eval(self._next_tokens, self._history)
         return current
 
-    def _step(self):
+    def _step(self) -> list[int]:
         current = self._advance().tolist()
         for held, token in zip(self.tokens, current):
             held.append(token)
-        return current, None
+        return current
 
     def next(self):
         responses = []
         while self.uids and not responses:  # a step where every row was joining hands out nothing
-            responses = self._responses(self._step()[0])
+            responses = self._responses(self._step())
         return responses
 
     def _responses(self, tokens):
